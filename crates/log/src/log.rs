@@ -1,0 +1,774 @@
+//! The partition log: a directory of segments, one writer thread, any number of readers.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{IoSlice, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{FsyncPolicy, LogConfig};
+use crate::error::{Error, Result};
+use crate::format::{EncodedBatch, NewRecord};
+use crate::reader::LogReader;
+use crate::segment::{IndexEntry, Segment, SegmentRecovery, Tail, needs_index_entry, relative};
+
+/// Where time comes from: record timestamps, segment age and retention.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// A clock that moves only when told to (tests and simulations).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `ms`.
+    pub fn new(ms: i64) -> Self {
+        Self(AtomicI64::new(ms))
+    }
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Hooks for metrics one layer up; called on the writer thread, so keep them cheap.
+pub trait LogObserver: Send + Sync + 'static {
+    /// Records up to `next_offset` (exclusive) became readable.
+    fn committed(&self, _next_offset: u64) {}
+    /// An fsync of `bytes` appended bytes took `took`.
+    fn fsynced(&self, _took: Duration) {}
+}
+
+/// How a log is opened: its config plus the process-level pieces.
+#[derive(Clone)]
+pub struct LogOptions {
+    /// Log settings.
+    pub config: LogConfig,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Optional metrics hook.
+    pub observer: Option<Arc<dyn LogObserver>>,
+}
+
+impl fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogOptions").field("config", &self.config).field("clock", &self.clock).finish()
+    }
+}
+
+impl From<LogConfig> for LogOptions {
+    fn from(config: LogConfig) -> Self {
+        Self { config, clock: Arc::new(SystemClock), observer: None }
+    }
+}
+
+/// Offsets given to an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset of the last record.
+    pub last_offset: u64,
+}
+
+/// What opening the log found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// One entry per segment.
+    pub segments: Vec<SegmentRecovery>,
+}
+
+impl Recovery {
+    /// True when any segment was cut.
+    pub fn cut_anything(&self) -> bool {
+        self.segments.iter().any(|s| s.cut.is_some())
+    }
+}
+
+/// What a housekeeping pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Housekeeping {
+    /// The active segment was rolled because of its age.
+    pub rolled: bool,
+    /// Segments deleted by retention.
+    pub deleted_segments: usize,
+    /// Bytes deleted by retention.
+    pub deleted_bytes: u64,
+}
+
+type Completion = Box<dyn FnOnce(Result<Appended>) + Send>;
+
+enum Command {
+    Append(EncodedBatch, Completion),
+    Roll(SyncSender<Result<()>>),
+    Housekeep(SyncSender<Result<Housekeeping>>),
+    Flush(SyncSender<Result<()>>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    /// Sorted by base offset; the last is the active segment.
+    pub segments: RwLock<Vec<Arc<Segment>>>,
+    pub start_offset: AtomicU64,
+    pub next_offset: AtomicU64,
+    poisoned: AtomicBool,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Shared {
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The segment holding `offset`, if any is left.
+    pub fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let i = segs.partition_point(|s| s.base_offset <= offset);
+        i.checked_sub(1).map(|i| segs[i].clone())
+    }
+
+    /// The first segment after the one based at `base`.
+    pub fn segment_after(&self, base: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let i = segs.partition_point(|s| s.base_offset <= base);
+        segs.get(i).cloned()
+    }
+}
+
+/// One partition's log. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Log {
+    shared: Arc<Shared>,
+    tx: Option<SyncSender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    recovery: Recovery,
+    _lock: File,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.shared.dir)
+            .field("start_offset", &self.start_offset())
+            .field("next_offset", &self.next_offset())
+            .finish()
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` with `config` and the system clock.
+    ///
+    /// # Errors
+    /// See [`Log::open_with`].
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
+        Self::open_with(dir, config.into())
+    }
+
+    /// Opens (creating if needed) the log in `dir`, recovering from an unclean shutdown: torn or corrupt
+    /// tails are cut (and logged), damaged indexes rebuilt.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid config, [`Error::Locked`] when the directory is in use,
+    /// [`Error::Io`] when the files cannot be read or repaired.
+    pub fn open_with(dir: impl AsRef<Path>, options: LogOptions) -> Result<Self> {
+        let LogOptions { config, clock, observer } = options;
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(Error::io("creating log directory", &dir))?;
+        let lock_path = dir.join(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io("opening lock file", &lock_path))?;
+        lock.try_lock().map_err(|_| Error::Locked { path: dir.clone() })?;
+
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(Error::io("listing log directory", &dir))? {
+            let entry = entry.map_err(Error::io("listing log directory", &dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<u64>().ok()) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut recovery = Recovery::default();
+        let mut tail: Option<Tail> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let (seg, seg_tail, report) = Segment::open(&dir, base, config.index_interval_bytes)?;
+            if let Some(cut) = &report.cut {
+                if i + 1 == bases.len() {
+                    tracing::warn!(dir = %dir.display(), segment = base, position = cut.position, bytes = cut.bytes,
+                        offset = cut.offset, reason = %cut.reason, "cut torn or corrupt tail of the log");
+                } else {
+                    tracing::error!(dir = %dir.display(), segment = base, position = cut.position, bytes = cut.bytes,
+                        offset = cut.offset, reason = %cut.reason,
+                        "cut corrupt tail of a sealed segment: records from this offset to the next segment are lost");
+                }
+            }
+            if report.index_rebuilt || report.index_entries_dropped > 0 {
+                tracing::warn!(dir = %dir.display(), segment = base, dropped = report.index_entries_dropped,
+                    rebuilt = report.index_rebuilt, "repaired segment index");
+            }
+            if let Some(prev) = &tail
+                && base < prev.next_offset
+            {
+                return Err(Error::Corrupt {
+                    path: seg.log_path.clone(),
+                    position: 0,
+                    reason: format!("segment starts at {base} but the previous one ends at {}", prev.next_offset),
+                });
+            }
+            if i + 1 < bases.len() {
+                seg.sealed.store(true, Ordering::Relaxed);
+            }
+            recovery.segments.push(report);
+            tail = Some(seg_tail);
+            segments.push(Arc::new(seg));
+        }
+        let tail = match tail {
+            Some(t) => t,
+            None => {
+                segments.push(Arc::new(Segment::create(&dir, 0)?));
+                sync_dir(&dir)?;
+                Tail { size: 0, next_offset: 0, last_index_position: None, max_timestamp: i64::MIN }
+            }
+        };
+        let start = segments[0].base_offset;
+        let active = segments[segments.len() - 1].clone();
+        let shared = Arc::new(Shared {
+            dir,
+            config,
+            segments: RwLock::new(segments),
+            start_offset: AtomicU64::new(start),
+            next_offset: AtomicU64::new(tail.next_offset),
+            poisoned: AtomicBool::new(false),
+            clock,
+        });
+        let (tx, rx) = mpsc::sync_channel(4096);
+        let writer = Writer {
+            shared: shared.clone(),
+            observer,
+            active,
+            size: tail.size,
+            next_offset: tail.next_offset,
+            last_index_position: tail.last_index_position,
+            max_ts: tail.max_timestamp,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            pending_index: Vec::new(),
+            pending_index_entries: 0,
+            unsynced: false,
+            last_sync: Instant::now(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("ferry-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(Error::io("spawning writer thread", &shared.dir))?;
+        Ok(Self { shared, tx: Some(tx), writer: Some(handle), recovery, _lock: lock })
+    }
+
+    /// What opening found and repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The log's settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.shared.config
+    }
+
+    /// First offset still stored.
+    pub fn start_offset(&self) -> u64 {
+        self.shared.start_offset.load(Ordering::Acquire)
+    }
+
+    /// Offset the next record will get; everything below it (and at or above `start_offset`) is readable.
+    pub fn next_offset(&self) -> u64 {
+        self.shared.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Committed bytes over all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.segments().iter().map(|s| s.size()).sum()
+    }
+
+    /// Appends `records` as one batch and blocks until it is durable under the fsync policy.
+    ///
+    /// # Errors
+    /// [`Error::EmptyBatch`], [`Error::BatchTooLarge`], [`Error::Poisoned`] after an earlier I/O failure,
+    /// [`Error::Closed`], or the I/O error that failed this append.
+    pub fn append(&self, records: &[NewRecord]) -> Result<Appended> {
+        let batch = EncodedBatch::encode(records, self.shared.clock.now_ms())?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.append_encoded(batch, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Encodes `records` with this log's clock, on the calling thread.
+    ///
+    /// # Errors
+    /// As [`EncodedBatch::encode`].
+    pub fn encode(&self, records: &[NewRecord]) -> Result<EncodedBatch> {
+        EncodedBatch::encode(records, self.shared.clock.now_ms())
+    }
+
+    /// Queues an encoded batch and returns at once; `done` runs on the writer thread once the batch is
+    /// durable under the fsync policy (or failed). `done` must not block.
+    pub fn append_encoded(&self, batch: EncodedBatch, done: impl FnOnce(Result<Appended>) + Send + 'static) {
+        if batch.len() > self.shared.config.max_batch_bytes {
+            return done(Err(Error::BatchTooLarge { size: batch.len(), max: self.shared.config.max_batch_bytes }));
+        }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return done(Err(Error::Poisoned { path: self.shared.dir.clone() }));
+        }
+        let Some(tx) = &self.tx else { return done(Err(Error::Closed)) };
+        if let Err(mpsc::SendError(Command::Append(_, done))) = tx.send(Command::Append(batch, Box::new(done))) {
+            done(Err(Error::Closed));
+        }
+    }
+
+    fn control<T>(&self, make: impl FnOnce(SyncSender<Result<T>>) -> Command) -> Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx.as_ref().ok_or(Error::Closed)?.send(make(tx)).map_err(|_| Error::Closed)?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Seals the active segment (if it holds anything) and starts a new one.
+    ///
+    /// # Errors
+    /// I/O errors while syncing or creating files.
+    pub fn roll(&self) -> Result<()> {
+        self.control(Command::Roll)
+    }
+
+    /// Rolls the active segment if it is older than `segment_age`, then applies retention. The writer also
+    /// does this by itself every `housekeeping_interval`.
+    ///
+    /// # Errors
+    /// I/O errors while rolling or deleting.
+    pub fn housekeep(&self) -> Result<Housekeeping> {
+        self.control(Command::Housekeep)
+    }
+
+    /// Forces everything appended so far to stable storage, whatever the policy.
+    ///
+    /// # Errors
+    /// I/O errors of fsync.
+    pub fn flush(&self) -> Result<()> {
+        self.control(Command::Flush)
+    }
+
+    /// A reader positioned at `offset`.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] below the start or past the end.
+    pub fn reader(&self, offset: u64) -> Result<LogReader> {
+        LogReader::new(self.shared.clone(), offset, 256 * 1024)
+    }
+
+    /// Reads records from `offset` until about `max_bytes` of values are collected (at least one record if
+    /// any is there), stopping at the end of the log.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`], [`Error::Corrupt`], [`Error::Io`].
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<crate::Record>> {
+        let mut reader = LogReader::new(self.shared.clone(), offset, max_bytes.clamp(4096, 1 << 20))?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while bytes < max_bytes {
+            match reader.next() {
+                Some(r) => {
+                    let r = r?;
+                    bytes += r.value.len() + r.key.as_ref().map_or(0, |k| k.len());
+                    out.push(r);
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose record has a timestamp `>= ts`, or `None` when no record has.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`], [`Error::Io`].
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        let segments = self.shared.segments();
+        let Some(seg) = segments.iter().find(|s| s.max_timestamp.load(Ordering::Acquire) >= ts) else {
+            return Ok(None);
+        };
+        let (_, from) = seg.lookup_timestamp(ts)?;
+        let from = from.max(self.start_offset());
+        let mut reader = match LogReader::new(self.shared.clone(), from, 64 * 1024) {
+            Ok(r) => r,
+            Err(Error::OffsetOutOfRange { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        for r in reader.by_ref() {
+            let r = r?;
+            if r.timestamp >= ts {
+                return Ok(Some(r.offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stops the writer after it finished every queued append, and syncs everything.
+    ///
+    /// # Errors
+    /// The final sync's I/O error.
+    pub fn close(mut self) -> Result<()> {
+        let result = self.flush();
+        self.shutdown();
+        result
+    }
+
+    fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("syncing directory", dir))
+}
+
+/// The single writer of a log, on its own thread.
+struct Writer {
+    shared: Arc<Shared>,
+    observer: Option<Arc<dyn LogObserver>>,
+    active: Arc<Segment>,
+    /// Bytes written to the active segment, including the pending ones once written.
+    size: u64,
+    /// Offset the next batch gets.
+    next_offset: u64,
+    last_index_position: Option<u64>,
+    /// Largest timestamp in the active segment so far.
+    max_ts: i64,
+    /// Batches given offsets but not yet written, with their completions.
+    pending: Vec<(EncodedBatch, Completion, Appended)>,
+    pending_bytes: u64,
+    pending_index: Vec<u8>,
+    pending_index_entries: u64,
+    unsynced: bool,
+    last_sync: Instant,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Command>) {
+        let housekeeping = self.shared.config.housekeeping_interval;
+        let mut next_housekeeping = Instant::now() + housekeeping;
+        loop {
+            let mut deadline = next_housekeeping;
+            if let (FsyncPolicy::Interval(every), true) = (self.shared.config.fsync, self.unsynced) {
+                deadline = deadline.min(self.last_sync + every);
+            }
+            let first = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(cmd) => cmd,
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if now >= next_housekeeping {
+                        next_housekeeping = now + housekeeping;
+                        if let Err(e) = self.housekeep() {
+                            tracing::error!(dir = %self.shared.dir.display(), error = %e, "log housekeeping failed");
+                        }
+                    }
+                    self.sync_if_due();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group_bytes = 0;
+            let mut cmd = Some(first);
+            while let Some(c) = cmd.take() {
+                match c {
+                    Command::Append(batch, done) => {
+                        group_bytes += batch.len();
+                        self.stage(batch, done);
+                    }
+                    Command::Roll(reply) => {
+                        let r = self.roll();
+                        let _ = reply.send(r);
+                    }
+                    Command::Housekeep(reply) => {
+                        let r = self.housekeep();
+                        let _ = reply.send(r);
+                    }
+                    Command::Flush(reply) => {
+                        let r = self.write_pending(true);
+                        let _ = reply.send(r);
+                    }
+                }
+                if group_bytes < self.shared.config.max_group_bytes {
+                    cmd = rx.try_recv().ok();
+                }
+            }
+            let sync = self.shared.config.fsync == FsyncPolicy::Always;
+            if let Err(e) = self.write_pending(sync) {
+                tracing::error!(dir = %self.shared.dir.display(), error = %e, "log append failed");
+            }
+            self.sync_if_due();
+        }
+        if let Err(e) = self.write_pending(true) {
+            tracing::error!(dir = %self.shared.dir.display(), error = %e, "final log sync failed");
+        }
+    }
+
+    fn sync_if_due(&mut self) {
+        if let (FsyncPolicy::Interval(every), true) = (self.shared.config.fsync, self.unsynced)
+            && self.last_sync.elapsed() >= every
+            && let Err(e) = self.write_pending(true)
+        {
+            tracing::error!(dir = %self.shared.dir.display(), error = %e, "periodic fsync failed");
+        }
+    }
+
+    /// Gives a batch its offsets and queues it; rolls first if it would not fit the active segment.
+    fn stage(&mut self, mut batch: EncodedBatch, done: Completion) {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return done(Err(Error::Poisoned { path: self.shared.dir.clone() }));
+        }
+        let cfg = self.shared.clone();
+        let cfg = &cfg.config;
+        let position = self.size + self.pending_bytes;
+        let too_big = position > 0 && position + batch.len() as u64 > cfg.segment_bytes;
+        let too_many = self.next_offset + u64::from(batch.record_count()) - self.active.base_offset > u64::from(u32::MAX);
+        let too_old = position > 0 && self.segment_too_old();
+        if too_big || too_many || too_old {
+            if let Err(e) = self.roll() {
+                return done(Err(e));
+            }
+        }
+        let position = self.size + self.pending_bytes;
+        let base = self.next_offset;
+        if needs_index_entry(position, self.last_index_position, cfg.index_interval_bytes) {
+            let Ok(rel) = relative(self.active.base_offset, base) else {
+                return done(Err(Error::Config("relative offset overflow".into())));
+            };
+            IndexEntry { relative_offset: rel, position: position as u32, max_ts_before: self.max_ts }
+                .encode(&mut self.pending_index);
+            self.pending_index_entries += 1;
+            self.last_index_position = Some(position);
+        }
+        if position == 0 {
+            self.active.first_timestamp.store(batch.first_timestamp, Ordering::Relaxed);
+        }
+        batch.set_base_offset(base);
+        self.max_ts = self.max_ts.max(batch.last_timestamp);
+        self.next_offset = base + u64::from(batch.record_count());
+        let appended = Appended { base_offset: base, last_offset: self.next_offset - 1 };
+        self.pending_bytes += batch.len() as u64;
+        self.pending.push((batch, done, appended));
+    }
+
+    fn segment_too_old(&self) -> bool {
+        let first = self.active.first_timestamp.load(Ordering::Relaxed);
+        match self.shared.config.segment_age {
+            Some(age) if first != i64::MIN => self.shared.clock.now_ms() - first >= age.as_millis() as i64,
+            _ => false,
+        }
+    }
+
+    /// Writes the pending batches with one vectored write, syncs if asked, publishes them to readers, and
+    /// completes them. Any I/O failure poisons the log: what reached the disk is then unknown until recovery.
+    fn write_pending(&mut self, sync: bool) -> Result<()> {
+        let result = self.try_write_pending(sync);
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        match &result {
+            Ok(()) => {
+                for (_, done, appended) in pending {
+                    done(Ok(appended));
+                }
+            }
+            Err(e) => {
+                self.shared.poisoned.store(true, Ordering::Release);
+                tracing::error!(dir = %self.shared.dir.display(), error = %e, "log write failed; refusing appends until reopened");
+                for (_, done, _) in pending {
+                    done(Err(Error::Poisoned { path: self.shared.dir.clone() }));
+                }
+            }
+        }
+        result
+    }
+
+    fn try_write_pending(&mut self, sync: bool) -> Result<()> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned { path: self.shared.dir.clone() });
+        }
+        if !self.pending.is_empty() {
+            let mut slices: Vec<IoSlice<'_>> = self.pending.iter().map(|(b, ..)| IoSlice::new(&b.bytes)).collect();
+            let mut slices = &mut slices[..];
+            let mut file = &self.active.log;
+            let mut written = 0u64;
+            while !slices.is_empty() {
+                match file.write_vectored(slices) {
+                    Ok(0) => {
+                        return Err(Error::Io {
+                            context: "appending to segment",
+                            path: self.active.log_path.clone(),
+                            source: std::io::ErrorKind::WriteZero.into(),
+                        });
+                    }
+                    Ok(n) => {
+                        written += n as u64;
+                        IoSlice::advance_slices(&mut slices, n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(Error::Io {
+                            context: "appending to segment",
+                            path: self.active.log_path.clone(),
+                            source: e,
+                        });
+                    }
+                }
+            }
+            self.size += written;
+            self.unsynced = true;
+            if !self.pending_index.is_empty() {
+                (&self.active.index)
+                    .write_all(&self.pending_index)
+                    .map_err(Error::io("writing index", &self.active.index_path))?;
+                self.pending_index.clear();
+            }
+        }
+        if sync && self.unsynced {
+            let started = Instant::now();
+            self.active.log.sync_data().map_err(Error::io("syncing segment", &self.active.log_path))?;
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+            if let Some(o) = &self.observer {
+                o.fsynced(started.elapsed());
+            }
+        }
+        if !self.pending.is_empty() {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far visible to readers.
+    fn publish(&mut self) {
+        let seg = &self.active;
+        seg.max_timestamp.store(self.max_ts, Ordering::Release);
+        seg.index_entries.fetch_add(self.pending_index_entries, Ordering::AcqRel);
+        self.pending_index_entries = 0;
+        seg.committed_next.store(self.next_offset, Ordering::Release);
+        seg.committed_size.store(self.size, Ordering::Release);
+        self.shared.next_offset.store(self.next_offset, Ordering::Release);
+        if let Some(o) = &self.observer {
+            o.committed(self.next_offset);
+        }
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        self.write_pending(true)?;
+        if self.size == 0 {
+            return Ok(());
+        }
+        self.active.sync_index()?;
+        let next = Segment::create(&self.shared.dir, self.next_offset)?;
+        sync_dir(&self.shared.dir)?;
+        self.active.sealed.store(true, Ordering::Release);
+        let next = Arc::new(next);
+        self.shared.segments.write().unwrap_or_else(|e| e.into_inner()).push(next.clone());
+        self.active = next;
+        self.size = 0;
+        self.last_index_position = None;
+        self.max_ts = i64::MIN;
+        Ok(())
+    }
+
+    fn housekeep(&mut self) -> Result<Housekeeping> {
+        self.write_pending(self.shared.config.fsync == FsyncPolicy::Always)?;
+        let mut report = Housekeeping::default();
+        if self.size > 0 && self.segment_too_old() {
+            self.roll()?;
+            report.rolled = true;
+        }
+        let cfg = &self.shared.config;
+        let now = self.shared.clock.now_ms();
+        let segments = self.shared.segments();
+        let mut total: u64 = segments.iter().map(|s| s.size()).sum();
+        let mut doomed = Vec::new();
+        // Only a prefix of sealed segments is ever deleted, so the log stays one contiguous range.
+        for seg in &segments[..segments.len() - 1] {
+            let expired = cfg
+                .retention_age
+                .is_some_and(|age| now.saturating_sub(seg.max_timestamp.load(Ordering::Acquire)) > age.as_millis() as i64);
+            let oversized = cfg.retention_bytes.is_some_and(|max| total > max);
+            if !(expired || oversized) {
+                break;
+            }
+            total -= seg.size();
+            doomed.push(seg.clone());
+        }
+        if doomed.is_empty() {
+            return Ok(report);
+        }
+        {
+            let mut segs = self.shared.segments.write().unwrap_or_else(|e| e.into_inner());
+            segs.drain(..doomed.len());
+            self.shared.start_offset.store(segs[0].base_offset, Ordering::Release);
+        }
+        for seg in doomed {
+            // Readers holding the segment keep reading the unlinked file until they let go of it.
+            fs::remove_file(&seg.log_path).map_err(Error::io("deleting segment", &seg.log_path))?;
+            fs::remove_file(&seg.index_path).map_err(Error::io("deleting index", &seg.index_path))?;
+            report.deleted_segments += 1;
+            report.deleted_bytes += seg.size();
+            tracing::info!(dir = %self.shared.dir.display(), segment = seg.base_offset, bytes = seg.size(), "retention deleted segment");
+        }
+        sync_dir(&self.shared.dir)?;
+        Ok(report)
+    }
+}
