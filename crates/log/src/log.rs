@@ -263,6 +263,10 @@ impl Log {
         };
         let start = segments[0].base_offset;
         let active = segments[segments.len() - 1].clone();
+        if tail.size > 0 {
+            // The age of a reopened segment counts from now: its creation time is not recorded.
+            active.roll_anchor_ms.store(clock.now_ms(), Ordering::Relaxed);
+        }
         let shared = Arc::new(Shared {
             dir,
             config,
@@ -599,7 +603,7 @@ impl Writer {
             self.last_index_position = Some(position);
         }
         if position == 0 {
-            self.active.first_timestamp.store(batch.first_timestamp, Ordering::Relaxed);
+            self.active.roll_anchor_ms.store(self.shared.clock.now_ms(), Ordering::Relaxed);
         }
         batch.set_base_offset(base);
         self.max_ts = self.max_ts.max(batch.last_timestamp);
@@ -610,7 +614,7 @@ impl Writer {
     }
 
     fn segment_too_old(&self) -> bool {
-        let first = self.active.first_timestamp.load(Ordering::Relaxed);
+        let first = self.active.roll_anchor_ms.load(Ordering::Relaxed);
         match self.shared.config.segment_age {
             Some(age) if first != i64::MIN => self.shared.clock.now_ms() - first >= age.as_millis() as i64,
             _ => false,

@@ -112,8 +112,10 @@ pub(crate) struct Segment {
     pub index_entries: AtomicU64,
     /// Largest record timestamp in the committed part.
     pub max_timestamp: AtomicI64,
-    /// Timestamp of the first record (for age-based rolling); `i64::MIN` while empty.
-    pub first_timestamp: AtomicI64,
+    /// Clock time of the first append to this segment by this process, for age-based rolling (`i64::MIN`
+    /// while nothing was appended). Wall-clock time, not record timestamps: a producer replaying old records
+    /// must not make every batch roll a segment.
+    pub roll_anchor_ms: AtomicI64,
     pub sealed: AtomicBool,
 }
 
@@ -155,7 +157,7 @@ impl Segment {
             committed_next: AtomicU64::new(base_offset),
             index_entries: AtomicU64::new(0),
             max_timestamp: AtomicI64::new(i64::MIN),
-            first_timestamp: AtomicI64::new(i64::MIN),
+            roll_anchor_ms: AtomicI64::new(i64::MIN),
             sealed: AtomicBool::new(false),
         }
     }
@@ -279,10 +281,6 @@ impl Segment {
         if !new_entries.is_empty() {
             use std::io::Write;
             (&seg.index).write_all(&new_entries).map_err(Error::io("writing index", &seg.index_path))?;
-        }
-        if position > 0 {
-            let first = seg.read_header(0)?;
-            seg.first_timestamp.store(first.first_timestamp, Ordering::Relaxed);
         }
         seg.committed_size.store(position, Ordering::Release);
         seg.committed_next.store(next, Ordering::Release);
