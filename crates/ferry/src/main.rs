@@ -1,1 +1,62 @@
-fn main() {}
+//! The `ferry` binary: parses arguments, sets up diagnostics, and hands over to a subcommand in [`cli`].
+
+mod cli;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// ferry: a durable event broker and pipeline engine in one binary.
+///
+/// Output goes to stdout (JSON lines where it is data), diagnostics to stderr.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, propagate_version = true)]
+struct Cli {
+    /// Diagnostics filter for stderr, in `RUST_LOG` syntax (e.g. `info`, `ferry_log=debug`).
+    /// Overrides RUST_LOG; without either, warnings and errors are shown.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print ferry's version and the on-disk log format version it writes.
+    Version,
+    /// Work with one log (one partition) directly: append, read, inspect.
+    #[command(subcommand)]
+    Log(cli::log::LogCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = init_tracing(cli.log_level.as_deref()).and_then(|()| match cli.command {
+        Command::Version => cli::version(),
+        Command::Log(cmd) => cli::log::run(cmd),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed stdout (`ferry log read | head`) is how a reader says "enough", not a failure.
+        Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(log_level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match log_level {
+        Some(level) => EnvFilter::try_new(level).with_context(|| format!("--log-level `{level}`"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}

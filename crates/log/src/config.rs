@@ -9,21 +9,16 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 /// When appended bytes are forced to stable storage, and so when an append is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum FsyncPolicy {
     /// fsync before acknowledging; appends that arrive together share one fsync (group commit).
+    #[default]
     Always,
     /// Acknowledge after `write`; fsync at most this long after a write.
     Interval(Duration),
     /// Acknowledge after `write`; leave flushing to the OS (segments are still synced when they roll).
     Never,
-}
-
-impl Default for FsyncPolicy {
-    fn default() -> Self {
-        Self::Always
-    }
 }
 
 impl FromStr for FsyncPolicy {
@@ -34,12 +29,16 @@ impl FromStr for FsyncPolicy {
             "always" => Ok(Self::Always),
             "never" => Ok(Self::Never),
             _ => {
-                let ms = s.strip_prefix("interval:").and_then(|ms| ms.parse::<u64>().ok()).filter(|ms| *ms > 0);
-                ms.map(|ms| Self::Interval(Duration::from_millis(ms))).ok_or_else(|| {
-                    Error::Config(format!(
-                        "fsync must be `always`, `never` or `interval:<ms>` with ms > 0, got `{s}`"
-                    ))
-                })
+                let ms = s
+                    .strip_prefix("interval:")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .filter(|ms| *ms > 0);
+                ms.map(|ms| Self::Interval(Duration::from_millis(ms)))
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "fsync must be `always`, `never` or `interval:<ms>` with ms > 0, got `{s}`"
+                        ))
+                    })
             }
         }
     }
@@ -74,7 +73,8 @@ pub struct LogConfig {
     /// Roll to a new segment before it would grow past this size (a single larger batch still fits an
     /// empty segment). 1 KiB ..= 1 GiB.
     pub segment_bytes: u64,
-    /// Roll a non-empty segment once its first record is this old.
+    /// Roll a non-empty segment this long after its first append (wall-clock time of the append, not the
+    /// record timestamps; a reopened segment counts from the reopen).
     pub segment_age: Option<Duration>,
     /// Delete whole segments whose newest record is older than this.
     pub retention_age: Option<Duration>,
@@ -149,7 +149,14 @@ mod tests {
         for s in ["always", "never", "interval:250"] {
             assert_eq!(s.parse::<FsyncPolicy>().unwrap().to_string(), s);
         }
-        for bad in ["", "sometimes", "interval:", "interval:0", "interval:-5", "interval:1s"] {
+        for bad in [
+            "",
+            "sometimes",
+            "interval:",
+            "interval:0",
+            "interval:-5",
+            "interval:1s",
+        ] {
             let err = bad.parse::<FsyncPolicy>().unwrap_err().to_string();
             assert!(err.contains("fsync"), "{err}");
         }
@@ -158,7 +165,10 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_ranges_are_checked() {
         LogConfig::default().validate().unwrap();
-        let bad = LogConfig { segment_bytes: 10, ..LogConfig::default() };
+        let bad = LogConfig {
+            segment_bytes: 10,
+            ..LogConfig::default()
+        };
         assert!(bad.validate().unwrap_err().to_string().contains("segment_bytes"));
     }
 }

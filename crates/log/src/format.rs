@@ -63,7 +63,10 @@ pub struct NewRecord {
 impl NewRecord {
     /// A record with only a value.
     pub fn value(value: impl Into<Bytes>) -> Self {
-        Self { value: value.into(), ..Self::default() }
+        Self {
+            value: value.into(),
+            ..Self::default()
+        }
     }
 }
 
@@ -96,7 +99,6 @@ pub struct Record {
 pub struct EncodedBatch {
     pub(crate) bytes: Vec<u8>,
     pub(crate) record_count: u32,
-    pub(crate) first_timestamp: i64,
     pub(crate) last_timestamp: i64,
 }
 
@@ -116,7 +118,10 @@ impl EncodedBatch {
             .map(|r| {
                 r.value.len()
                     + r.key.as_ref().map_or(0, Bytes::len)
-                    + r.headers.iter().map(|h| h.key.len() + h.value.len() + 4).sum::<usize>()
+                    + r.headers
+                        .iter()
+                        .map(|h| h.key.len() + h.value.len() + 4)
+                        .sum::<usize>()
                     + 16
             })
             .sum();
@@ -147,11 +152,16 @@ impl EncodedBatch {
             bytes.extend_from_slice(&body);
             bytes.extend_from_slice(&record.value);
             if bytes.len() > MAX_BATCH_LEN {
-                return Err(Error::BatchTooLarge { size: bytes.len(), max: MAX_BATCH_LEN });
+                return Err(Error::BatchTooLarge {
+                    size: bytes.len(),
+                    max: MAX_BATCH_LEN,
+                });
             }
         }
-        let record_count = u32::try_from(records.len())
-            .map_err(|_| Error::BatchTooLarge { size: records.len(), max: u32::MAX as usize })?;
+        let record_count = u32::try_from(records.len()).map_err(|_| Error::BatchTooLarge {
+            size: records.len(),
+            max: u32::MAX as usize,
+        })?;
         let length = (bytes.len() - 4) as u32;
         bytes[0..4].copy_from_slice(&length.to_le_bytes());
         bytes[16] = FORMAT_VERSION;
@@ -160,7 +170,11 @@ impl EncodedBatch {
         bytes[32..40].copy_from_slice(&last_timestamp.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[CRC_START..]);
         bytes[12..16].copy_from_slice(&crc.to_le_bytes());
-        Ok(Self { bytes, record_count, first_timestamp, last_timestamp })
+        Ok(Self {
+            bytes,
+            record_count,
+            last_timestamp,
+        })
     }
 
     /// Encoded size in bytes, header included.
@@ -286,7 +300,8 @@ pub(crate) fn decode_records(
         if offset < from_offset {
             continue;
         }
-        let record = decode_record(&mut body, offset, header.first_timestamp).ok_or(BatchFault::BadRecords)?;
+        let record =
+            decode_record(&mut body, offset, header.first_timestamp).ok_or(BatchFault::BadRecords)?;
         out.extend(std::iter::once(record));
     }
     if buf.has_remaining() {
@@ -307,14 +322,23 @@ fn decode_record(body: &mut Bytes, offset: u64, first_timestamp: i64) -> Option<
         let klen = get_varint(body)? as usize;
         let key = String::from_utf8(take(body, klen)?.to_vec()).ok()?;
         let vlen = get_varint(body)? as usize;
-        headers.push(Header { key, value: take(body, vlen)? });
+        headers.push(Header {
+            key,
+            value: take(body, vlen)?,
+        });
     }
     let vlen = get_varint(body)? as usize;
     let value = take(body, vlen)?;
     if body.has_remaining() {
         return None;
     }
-    Some(Record { offset, timestamp, key, headers, value })
+    Some(Record {
+        offset,
+        timestamp,
+        key,
+        headers,
+        value,
+    })
 }
 
 fn take(buf: &mut Bytes, n: usize) -> Option<Bytes> {
@@ -361,15 +385,21 @@ mod tests {
         NewRecord {
             timestamp: ts,
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-            headers: vec![Header { key: "h".into(), value: Bytes::from_static(b"v") }],
+            headers: vec![Header {
+                key: "h".into(),
+                value: Bytes::from_static(b"v"),
+            }],
             value: Bytes::copy_from_slice(value.as_bytes()),
         }
     }
 
     #[test]
     fn round_trip_with_keys_headers_and_timestamps() {
-        let records =
-            vec![rec(Some("k1"), "one", Some(1000)), rec(None, "", None), rec(Some(""), "three", Some(900))];
+        let records = vec![
+            rec(Some("k1"), "one", Some(1000)),
+            rec(None, "", None),
+            rec(Some(""), "three", Some(900)),
+        ];
         let mut batch = EncodedBatch::encode(&records, 5000).unwrap();
         batch.set_base_offset(42);
         let header = verify_batch(&batch.bytes).unwrap();

@@ -33,7 +33,9 @@ mod segment;
 
 pub use crate::config::{FsyncPolicy, LogConfig};
 pub use crate::error::{Error, Result};
-pub use crate::format::{BATCH_HEADER_LEN, EncodedBatch, FORMAT_VERSION, Header, MAX_BATCH_LEN, NewRecord, Record};
+pub use crate::format::{
+    BATCH_HEADER_LEN, EncodedBatch, FORMAT_VERSION, Header, MAX_BATCH_LEN, NewRecord, Record,
+};
 pub use crate::log::{
     Appended, Clock, Housekeeping, Log, LogObserver, LogOptions, ManualClock, Recovery, SystemClock,
 };

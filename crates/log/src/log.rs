@@ -28,7 +28,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
     }
 }
 
@@ -74,13 +76,20 @@ pub struct LogOptions {
 
 impl fmt::Debug for LogOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LogOptions").field("config", &self.config).field("clock", &self.clock).finish()
+        f.debug_struct("LogOptions")
+            .field("config", &self.config)
+            .field("clock", &self.clock)
+            .finish()
     }
 }
 
 impl From<LogConfig> for LogOptions {
     fn from(config: LogConfig) -> Self {
-        Self { config, clock: Arc::new(SystemClock), observer: None }
+        Self {
+            config,
+            clock: Arc::new(SystemClock),
+            observer: None,
+        }
     }
 }
 
@@ -194,7 +203,11 @@ impl Log {
     /// [`Error::Config`] for an invalid config, [`Error::Locked`] when the directory is in use,
     /// [`Error::Io`] when the files cannot be read or repaired.
     pub fn open_with(dir: impl AsRef<Path>, options: LogOptions) -> Result<Self> {
-        let LogOptions { config, clock, observer } = options;
+        let LogOptions {
+            config,
+            clock,
+            observer,
+        } = options;
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(Error::io("creating log directory", &dir))?;
@@ -243,7 +256,10 @@ impl Log {
                 return Err(Error::Corrupt {
                     path: seg.log_path.clone(),
                     position: 0,
-                    reason: format!("segment starts at {base} but the previous one ends at {}", prev.next_offset),
+                    reason: format!(
+                        "segment starts at {base} but the previous one ends at {}",
+                        prev.next_offset
+                    ),
                 });
             }
             if i + 1 < bases.len() {
@@ -258,7 +274,12 @@ impl Log {
             None => {
                 segments.push(Arc::new(Segment::create(&dir, 0)?));
                 sync_dir(&dir)?;
-                Tail { size: 0, next_offset: 0, last_index_position: None, max_timestamp: i64::MIN }
+                Tail {
+                    size: 0,
+                    next_offset: 0,
+                    last_index_position: None,
+                    max_timestamp: i64::MIN,
+                }
             }
         };
         let start = segments[0].base_offset;
@@ -277,6 +298,15 @@ impl Log {
             clock,
         });
         let (tx, rx) = mpsc::sync_channel(4096);
+        let (completer, completions) = mpsc::channel::<Vec<(Completion, Result<Appended>)>>();
+        let completion_thread = std::thread::Builder::new()
+            .name("ferry-log-acks".into())
+            .spawn(move || {
+                for group in completions {
+                    group.into_iter().for_each(|(done, result)| done(result));
+                }
+            })
+            .map_err(Error::io("spawning completion thread", &shared.dir))?;
         let writer = Writer {
             shared: shared.clone(),
             observer,
@@ -287,6 +317,7 @@ impl Log {
             max_ts: tail.max_timestamp,
             pending: Vec::new(),
             pending_bytes: 0,
+            completer,
             pending_index: Vec::new(),
             pending_index_entries: 0,
             unsynced: false,
@@ -294,9 +325,18 @@ impl Log {
         };
         let handle = std::thread::Builder::new()
             .name("ferry-log-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                writer.run(rx);
+                let _ = completion_thread.join();
+            })
             .map_err(Error::io("spawning writer thread", &shared.dir))?;
-        Ok(Self { shared, tx: Some(tx), writer: Some(handle), recovery, _lock: lock })
+        Ok(Self {
+            shared,
+            tx: Some(tx),
+            writer: Some(handle),
+            recovery,
+            _lock: lock,
+        })
     }
 
     /// What opening found and repaired.
@@ -326,7 +366,11 @@ impl Log {
 
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
-        self.shared.segments.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.shared
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Committed bytes over all segments.
@@ -356,24 +400,37 @@ impl Log {
         EncodedBatch::encode(records, self.shared.clock.now_ms())
     }
 
-    /// Queues an encoded batch and returns at once; `done` runs on the writer thread once the batch is
+    /// Queues an encoded batch and returns at once; `done` runs on the log's completion thread once the batch is
     /// durable under the fsync policy (or failed). `done` must not block.
     pub fn append_encoded(&self, batch: EncodedBatch, done: impl FnOnce(Result<Appended>) + Send + 'static) {
         if batch.len() > self.shared.config.max_batch_bytes {
-            return done(Err(Error::BatchTooLarge { size: batch.len(), max: self.shared.config.max_batch_bytes }));
+            return done(Err(Error::BatchTooLarge {
+                size: batch.len(),
+                max: self.shared.config.max_batch_bytes,
+            }));
         }
         if self.shared.poisoned.load(Ordering::Acquire) {
-            return done(Err(Error::Poisoned { path: self.shared.dir.clone() }));
+            return done(Err(Error::Poisoned {
+                path: self.shared.dir.clone(),
+            }));
         }
-        let Some(tx) = &self.tx else { return done(Err(Error::Closed)) };
-        if let Err(mpsc::SendError(Command::Append(_, done))) = tx.send(Command::Append(batch, Box::new(done))) {
+        let Some(tx) = &self.tx else {
+            return done(Err(Error::Closed));
+        };
+        if let Err(mpsc::SendError(Command::Append(_, done))) =
+            tx.send(Command::Append(batch, Box::new(done)))
+        {
             done(Err(Error::Closed));
         }
     }
 
     fn control<T>(&self, make: impl FnOnce(SyncSender<Result<T>>) -> Command) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx.as_ref().ok_or(Error::Closed)?.send(make(tx)).map_err(|_| Error::Closed)?;
+        self.tx
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(make(tx))
+            .map_err(|_| Error::Closed)?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -419,7 +476,8 @@ impl Log {
         let mut reader = LogReader::new(self.shared.clone(), offset, max_bytes.clamp(4096, 1 << 20))?;
         let mut out = Vec::new();
         let mut bytes = 0;
-        while bytes < max_bytes {
+        // `out.is_empty()`: at least one record, as documented, even when `max_bytes` is 0.
+        while out.is_empty() || bytes < max_bytes {
             match reader.next() {
                 Some(r) => {
                     let r = r?;
@@ -438,7 +496,10 @@ impl Log {
     /// [`Error::Corrupt`], [`Error::Io`].
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
         let segments = self.shared.segments();
-        let Some(seg) = segments.iter().find(|s| s.max_timestamp.load(Ordering::Acquire) >= ts) else {
+        let Some(seg) = segments
+            .iter()
+            .find(|s| s.max_timestamp.load(Ordering::Acquire) >= ts)
+        else {
             return Ok(None);
         };
         let (_, from) = seg.lookup_timestamp(ts)?;
@@ -482,7 +543,9 @@ impl Drop for Log {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("syncing directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("syncing directory", dir))
 }
 
 /// The single writer of a log, on its own thread.
@@ -500,6 +563,7 @@ struct Writer {
     /// Batches given offsets but not yet written, with their completions.
     pending: Vec<(EncodedBatch, Completion, Appended)>,
     pending_bytes: u64,
+    completer: mpsc::Sender<Vec<(Completion, Result<Appended>)>>,
     pending_index: Vec<u8>,
     pending_index_entries: u64,
     unsynced: bool,
@@ -578,18 +642,21 @@ impl Writer {
     /// Gives a batch its offsets and queues it; rolls first if it would not fit the active segment.
     fn stage(&mut self, mut batch: EncodedBatch, done: Completion) {
         if self.shared.poisoned.load(Ordering::Acquire) {
-            return done(Err(Error::Poisoned { path: self.shared.dir.clone() }));
+            return done(Err(Error::Poisoned {
+                path: self.shared.dir.clone(),
+            }));
         }
         let cfg = self.shared.clone();
         let cfg = &cfg.config;
         let position = self.size + self.pending_bytes;
         let too_big = position > 0 && position + batch.len() as u64 > cfg.segment_bytes;
-        let too_many = self.next_offset + u64::from(batch.record_count()) - self.active.base_offset > u64::from(u32::MAX);
+        let too_many = self.next_offset + u64::from(batch.record_count()) - self.active.base_offset
+            > u64::from(u32::MAX);
         let too_old = position > 0 && self.segment_too_old();
-        if too_big || too_many || too_old {
-            if let Err(e) = self.roll() {
-                return done(Err(e));
-            }
+        if (too_big || too_many || too_old)
+            && let Err(e) = self.roll()
+        {
+            return done(Err(e));
         }
         let position = self.size + self.pending_bytes;
         let base = self.next_offset;
@@ -597,18 +664,27 @@ impl Writer {
             let Ok(rel) = relative(self.active.base_offset, base) else {
                 return done(Err(Error::Config("relative offset overflow".into())));
             };
-            IndexEntry { relative_offset: rel, position: position as u32, max_ts_before: self.max_ts }
-                .encode(&mut self.pending_index);
+            IndexEntry {
+                relative_offset: rel,
+                position: position as u32,
+                max_ts_before: self.max_ts,
+            }
+            .encode(&mut self.pending_index);
             self.pending_index_entries += 1;
             self.last_index_position = Some(position);
         }
         if position == 0 {
-            self.active.roll_anchor_ms.store(self.shared.clock.now_ms(), Ordering::Relaxed);
+            self.active
+                .roll_anchor_ms
+                .store(self.shared.clock.now_ms(), Ordering::Relaxed);
         }
         batch.set_base_offset(base);
         self.max_ts = self.max_ts.max(batch.last_timestamp);
         self.next_offset = base + u64::from(batch.record_count());
-        let appended = Appended { base_offset: base, last_offset: self.next_offset - 1 };
+        let appended = Appended {
+            base_offset: base,
+            last_offset: self.next_offset - 1,
+        };
         self.pending_bytes += batch.len() as u64;
         self.pending.push((batch, done, appended));
     }
@@ -627,18 +703,26 @@ impl Writer {
         let result = self.try_write_pending(sync);
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        match &result {
-            Ok(()) => {
-                for (_, done, appended) in pending {
-                    done(Ok(appended));
-                }
-            }
+        let done: Vec<(Completion, Result<Appended>)> = match &result {
+            Ok(()) => pending
+                .into_iter()
+                .map(|(_, done, appended)| (done, Ok(appended)))
+                .collect(),
             Err(e) => {
                 self.shared.poisoned.store(true, Ordering::Release);
                 tracing::error!(dir = %self.shared.dir.display(), error = %e, "log write failed; refusing appends until reopened");
-                for (_, done, _) in pending {
-                    done(Err(Error::Poisoned { path: self.shared.dir.clone() }));
-                }
+                let dir = &self.shared.dir;
+                pending
+                    .into_iter()
+                    .map(|(_, done, _)| (done, Err(Error::Poisoned { path: dir.clone() })))
+                    .collect()
+            }
+        };
+        if !done.is_empty() {
+            // Waking the appenders is left to the completion thread, so the writer can start on the next
+            // group (and its fsync) while they are being woken.
+            if let Err(mpsc::SendError(done)) = self.completer.send(done) {
+                done.into_iter().for_each(|(f, r)| f(r));
             }
         }
         result
@@ -646,10 +730,16 @@ impl Writer {
 
     fn try_write_pending(&mut self, sync: bool) -> Result<()> {
         if self.shared.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned { path: self.shared.dir.clone() });
+            return Err(Error::Poisoned {
+                path: self.shared.dir.clone(),
+            });
         }
         if !self.pending.is_empty() {
-            let mut slices: Vec<IoSlice<'_>> = self.pending.iter().map(|(b, ..)| IoSlice::new(&b.bytes)).collect();
+            let mut slices: Vec<IoSlice<'_>> = self
+                .pending
+                .iter()
+                .map(|(b, ..)| IoSlice::new(&b.bytes))
+                .collect();
             let mut slices = &mut slices[..];
             let mut file = &self.active.log;
             let mut written = 0u64;
@@ -687,7 +777,10 @@ impl Writer {
         }
         if sync && self.unsynced {
             let started = Instant::now();
-            self.active.log.sync_data().map_err(Error::io("syncing segment", &self.active.log_path))?;
+            self.active
+                .log
+                .sync_data()
+                .map_err(Error::io("syncing segment", &self.active.log_path))?;
             self.unsynced = false;
             self.last_sync = Instant::now();
             if let Some(o) = &self.observer {
@@ -704,7 +797,8 @@ impl Writer {
     fn publish(&mut self) {
         let seg = &self.active;
         seg.max_timestamp.store(self.max_ts, Ordering::Release);
-        seg.index_entries.fetch_add(self.pending_index_entries, Ordering::AcqRel);
+        seg.index_entries
+            .fetch_add(self.pending_index_entries, Ordering::AcqRel);
         self.pending_index_entries = 0;
         seg.committed_next.store(self.next_offset, Ordering::Release);
         seg.committed_size.store(self.size, Ordering::Release);
@@ -724,7 +818,11 @@ impl Writer {
         sync_dir(&self.shared.dir)?;
         self.active.sealed.store(true, Ordering::Release);
         let next = Arc::new(next);
-        self.shared.segments.write().unwrap_or_else(|e| e.into_inner()).push(next.clone());
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(next.clone());
         self.active = next;
         self.size = 0;
         self.last_index_position = None;
@@ -746,9 +844,9 @@ impl Writer {
         let mut doomed = Vec::new();
         // Only a prefix of sealed segments is ever deleted, so the log stays one contiguous range.
         for seg in &segments[..segments.len() - 1] {
-            let expired = cfg
-                .retention_age
-                .is_some_and(|age| now.saturating_sub(seg.max_timestamp.load(Ordering::Acquire)) > age.as_millis() as i64);
+            let expired = cfg.retention_age.is_some_and(|age| {
+                now.saturating_sub(seg.max_timestamp.load(Ordering::Acquire)) > age.as_millis() as i64
+            });
             let oversized = cfg.retention_bytes.is_some_and(|max| total > max);
             if !(expired || oversized) {
                 break;
@@ -762,7 +860,9 @@ impl Writer {
         {
             let mut segs = self.shared.segments.write().unwrap_or_else(|e| e.into_inner());
             segs.drain(..doomed.len());
-            self.shared.start_offset.store(segs[0].base_offset, Ordering::Release);
+            self.shared
+                .start_offset
+                .store(segs[0].base_offset, Ordering::Release);
         }
         for seg in doomed {
             // Readers holding the segment keep reading the unlinked file until they let go of it.

@@ -102,7 +102,9 @@ impl LogReader {
             let limit = self.segment.committed_size.load(Ordering::Acquire);
             if !self.fill(BATCH_HEADER_LEN, limit)? {
                 if limit > self.chunk_position {
-                    return Err(self.segment.corrupt(self.chunk_position, "batch runs past the segment end".into()));
+                    return Err(self
+                        .segment
+                        .corrupt(self.chunk_position, "batch runs past the segment end".into()));
                 }
                 // End of this segment: move on if a later one exists. The size is read again after seeing
                 // the successor, because the writer finalises a segment before it publishes the next.
@@ -111,6 +113,17 @@ impl LogReader {
                 };
                 if self.segment.committed_size.load(Ordering::Acquire) > self.chunk_position {
                     continue;
+                }
+                // Retention deleted what lies between this reader and the next segment: say so, as Kafka
+                // does, rather than skip records without a word.
+                let start = self.shared.start_offset.load(Ordering::Acquire);
+                if next.base_offset > self.next_offset && self.next_offset < start {
+                    let end = self.shared.next_offset.load(Ordering::Acquire);
+                    return Err(Error::OffsetOutOfRange {
+                        offset: self.next_offset,
+                        start,
+                        end,
+                    });
                 }
                 self.segment = next;
                 self.chunk_position = 0;
@@ -130,7 +143,9 @@ impl LogReader {
                 Err(e) => return Err(e),
             };
             if self.chunk_position + header.total_len as u64 > limit || !self.fill(header.total_len, limit)? {
-                return Err(self.segment.corrupt(self.chunk_position, "batch runs past the committed end".into()));
+                return Err(self
+                    .segment
+                    .corrupt(self.chunk_position, "batch runs past the committed end".into()));
             }
             let verified = format::verify_batch(&self.chunk[..header.total_len])
                 .map_err(|f| self.segment.corrupt(self.chunk_position, f.to_string()))
@@ -156,8 +171,10 @@ impl LogReader {
             if header.next_offset() <= self.next_offset {
                 continue;
             }
-            format::decode_records(batch, &header, self.next_offset, &mut self.decoded)
-                .map_err(|f| self.segment.corrupt(self.chunk_position - header.total_len as u64, f.to_string()))?;
+            format::decode_records(batch, &header, self.next_offset, &mut self.decoded).map_err(|f| {
+                self.segment
+                    .corrupt(self.chunk_position - header.total_len as u64, f.to_string())
+            })?;
             self.next_offset = header.next_offset();
             return Ok(true);
         }

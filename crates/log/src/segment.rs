@@ -179,7 +179,10 @@ impl Segment {
             .create(true)
             .open(&index_path)
             .map_err(Error::io("opening index", &index_path))?;
-        let log_len = log.metadata().map_err(Error::io("reading size of", &log_path))?.len();
+        let log_len = log
+            .metadata()
+            .map_err(Error::io("reading size of", &log_path))?
+            .len();
         let seg = Self::new(base_offset, log_path, index_path, log, index);
         let mut report = SegmentRecovery {
             base_offset,
@@ -189,7 +192,11 @@ impl Segment {
         };
 
         // 1. The longest prefix of the index that is monotonic and in bounds.
-        let index_len = seg.index.metadata().map_err(Error::io("reading size of", &seg.index_path))?.len();
+        let index_len = seg
+            .index
+            .metadata()
+            .map_err(Error::io("reading size of", &seg.index_path))?
+            .len();
         let stored = index_len / INDEX_ENTRY_LEN;
         let mut valid = 0u64;
         let mut last: Option<IndexEntry> = None;
@@ -197,7 +204,9 @@ impl Segment {
             let mut reader = BufReader::with_capacity(64 * 1024, &seg.index);
             let mut buf = [0u8; 16];
             while valid < stored {
-                reader.read_exact(&mut buf).map_err(Error::io("reading index", &seg.index_path))?;
+                reader
+                    .read_exact(&mut buf)
+                    .map_err(Error::io("reading index", &seg.index_path))?;
                 let e = IndexEntry::decode(&buf);
                 let ok = match last {
                     None => e.relative_offset == 0 && e.position == 0 && e.max_ts_before == i64::MIN,
@@ -235,7 +244,9 @@ impl Segment {
             report.index_rebuilt = true;
         }
         if valid * INDEX_ENTRY_LEN != index_len {
-            seg.index.set_len(valid * INDEX_ENTRY_LEN).map_err(Error::io("truncating index", &seg.index_path))?;
+            seg.index
+                .set_len(valid * INDEX_ENTRY_LEN)
+                .map_err(Error::io("truncating index", &seg.index_path))?;
         }
 
         // 3. Scan from the last good entry to the end of the file, indexing as the writer would.
@@ -254,14 +265,26 @@ impl Segment {
         while position < log_len {
             let (header, fault) = match seg.read_verified(position, log_len)? {
                 Ok((h, _)) if h.base_offset == next => (Some(h), None),
-                Ok((h, _)) => (None, Some(format!("base offset {} where {next} was expected", h.base_offset))),
+                Ok((h, _)) => (
+                    None,
+                    Some(format!("base offset {} where {next} was expected", h.base_offset)),
+                ),
                 Err(fault) => (None, Some(fault.to_string())),
             };
             let Some(header) = header else {
                 let reason = fault.unwrap_or_default();
-                seg.log.set_len(position).map_err(Error::io("truncating segment", &seg.log_path))?;
-                seg.log.sync_all().map_err(Error::io("syncing segment", &seg.log_path))?;
-                report.cut = Some(Cut { position, bytes: log_len - position, offset: next, reason });
+                seg.log
+                    .set_len(position)
+                    .map_err(Error::io("truncating segment", &seg.log_path))?;
+                seg.log
+                    .sync_all()
+                    .map_err(Error::io("syncing segment", &seg.log_path))?;
+                report.cut = Some(Cut {
+                    position,
+                    bytes: log_len - position,
+                    offset: next,
+                    reason,
+                });
                 break;
             };
             if needs_index_entry(position, last_index_position, index_interval) {
@@ -280,20 +303,29 @@ impl Segment {
         }
         if !new_entries.is_empty() {
             use std::io::Write;
-            (&seg.index).write_all(&new_entries).map_err(Error::io("writing index", &seg.index_path))?;
+            (&seg.index)
+                .write_all(&new_entries)
+                .map_err(Error::io("writing index", &seg.index_path))?;
         }
         seg.committed_size.store(position, Ordering::Release);
         seg.committed_next.store(next, Ordering::Release);
         seg.index_entries.store(valid, Ordering::Release);
         seg.max_timestamp.store(max_ts, Ordering::Release);
-        let tail = Tail { size: position, next_offset: next, last_index_position, max_timestamp: max_ts };
+        let tail = Tail {
+            size: position,
+            next_offset: next,
+            last_index_position,
+            max_timestamp: max_ts,
+        };
         Ok((seg, tail, report))
     }
 
     /// Reads index entry `i` (which must be below the stored count).
     pub fn entry(&self, i: u64) -> Result<IndexEntry> {
         let mut buf = [0u8; 16];
-        self.index.read_exact_at(&mut buf, i * INDEX_ENTRY_LEN).map_err(Error::io("reading index", &self.index_path))?;
+        self.index
+            .read_exact_at(&mut buf, i * INDEX_ENTRY_LEN)
+            .map_err(Error::io("reading index", &self.index_path))?;
         Ok(IndexEntry::decode(&buf))
     }
 
@@ -301,7 +333,11 @@ impl Segment {
     /// or the implicit entry for the first batch.
     fn last_entry_where(&self, pred: impl Fn(&IndexEntry) -> bool) -> Result<IndexEntry> {
         let (mut lo, mut hi) = (0u64, self.index_entries.load(Ordering::Acquire));
-        let mut best = IndexEntry { relative_offset: 0, position: 0, max_ts_before: i64::MIN };
+        let mut best = IndexEntry {
+            relative_offset: 0,
+            position: 0,
+            max_ts_before: i64::MIN,
+        };
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let e = self.entry(mid)?;
@@ -319,19 +355,19 @@ impl Segment {
     pub fn lookup_offset(&self, offset: u64) -> Result<(u64, u64)> {
         let rel = offset.saturating_sub(self.base_offset);
         let e = self.last_entry_where(|e| u64::from(e.relative_offset) <= rel)?;
-        Ok((u64::from(e.position), self.base_offset + u64::from(e.relative_offset)))
+        Ok((
+            u64::from(e.position),
+            self.base_offset + u64::from(e.relative_offset),
+        ))
     }
 
     /// Position and base offset of a batch before which no record has a timestamp `>= ts`.
     pub fn lookup_timestamp(&self, ts: i64) -> Result<(u64, u64)> {
         let e = self.last_entry_where(|e| e.max_ts_before < ts)?;
-        Ok((u64::from(e.position), self.base_offset + u64::from(e.relative_offset)))
-    }
-
-    pub fn read_header(&self, position: u64) -> Result<BatchHeader> {
-        let mut buf = [0u8; BATCH_HEADER_LEN];
-        self.log.read_exact_at(&mut buf, position).map_err(Error::io("reading segment", &self.log_path))?;
-        format::parse_header(&buf).map_err(|fault| self.corrupt(position, fault.to_string()))
+        Ok((
+            u64::from(e.position),
+            self.base_offset + u64::from(e.relative_offset),
+        ))
     }
 
     /// Reads and verifies the batch at `position`, which must end at or before `limit`.
@@ -344,7 +380,9 @@ impl Segment {
             return Ok(Err(BatchFault::Truncated));
         }
         let mut head = [0u8; BATCH_HEADER_LEN];
-        self.log.read_exact_at(&mut head, position).map_err(Error::io("reading segment", &self.log_path))?;
+        self.log
+            .read_exact_at(&mut head, position)
+            .map_err(Error::io("reading segment", &self.log_path))?;
         let header = match format::parse_header(&head) {
             Ok(h) => h,
             Err(f) => return Ok(Err(f)),
@@ -353,17 +391,25 @@ impl Segment {
             return Ok(Err(BatchFault::Truncated));
         }
         let mut buf = vec![0u8; header.total_len];
-        self.log.read_exact_at(&mut buf, position).map_err(Error::io("reading segment", &self.log_path))?;
+        self.log
+            .read_exact_at(&mut buf, position)
+            .map_err(Error::io("reading segment", &self.log_path))?;
         Ok(format::verify_batch(&buf).map(|h| (h, buf)))
     }
 
     pub fn corrupt(&self, position: u64, reason: String) -> Error {
-        Error::Corrupt { path: self.log_path.clone(), position, reason }
+        Error::Corrupt {
+            path: self.log_path.clone(),
+            position,
+            reason,
+        }
     }
 
     /// Syncs the index file (the log file is synced by the writer as its policy says).
     pub fn sync_index(&self) -> Result<()> {
-        self.index.sync_data().map_err(Error::io("syncing index", &self.index_path))
+        self.index
+            .sync_data()
+            .map_err(Error::io("syncing index", &self.index_path))
     }
 
     pub fn size(&self) -> u64 {

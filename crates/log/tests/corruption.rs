@@ -21,8 +21,11 @@ fn config() -> LogConfig {
 fn record(i: usize) -> NewRecord {
     NewRecord {
         timestamp: Some(1_700_000_000_000 + i as i64 * 10),
-        key: (i % 3 != 0).then(|| Bytes::from(format!("key-{i}"))),
-        headers: vec![Header { key: "n".into(), value: Bytes::from(i.to_string()) }],
+        key: (!i.is_multiple_of(3)).then(|| Bytes::from(format!("key-{i}"))),
+        headers: vec![Header {
+            key: "n".into(),
+            value: Bytes::from(i.to_string()),
+        }],
         value: Bytes::from(format!("value-{i}-{}", "x".repeat(i * 7 % 90))),
     }
 }
@@ -36,8 +39,14 @@ fn assert_same(got: &Record, want: &NewRecord, offset: u64) {
 }
 
 fn read_all(log: &Log) -> Vec<Record> {
-    log.reader(log.start_offset()).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
+    log.reader(log.start_offset())
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
 }
+
+type Snapshot = Vec<(PathBuf, Vec<u8>)>;
+type Built = (Snapshot, Vec<NewRecord>, PathBuf, std::ops::Range<u64>);
 
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files: Vec<_> = fs::read_dir(dir)
@@ -65,7 +74,7 @@ fn restore(files: &[(PathBuf, Vec<u8>)], dir: &Path) {
 
 /// A log of several segments whose last batch (three records) is the last bytes of the last segment.
 /// Returns the snapshot, the records, the last segment's file name and the byte range of the last batch.
-fn build() -> (Vec<(PathBuf, Vec<u8>)>, Vec<NewRecord>, PathBuf, std::ops::Range<u64>) {
+fn build() -> Built {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let records: Vec<NewRecord> = (0..80).map(record).collect();
@@ -75,7 +84,11 @@ fn build() -> (Vec<(PathBuf, Vec<u8>)>, Vec<NewRecord>, PathBuf, std::ops::Range
     }
     log.close().unwrap();
     let files = snapshot(&dir);
-    let (last_name, last_bytes) = files.iter().rev().find(|(n, _)| n.extension().is_some_and(|e| e == "log")).unwrap();
+    let (last_name, last_bytes) = files
+        .iter()
+        .rev()
+        .find(|(n, _)| n.extension().is_some_and(|e| e == "log"))
+        .unwrap();
     let start = last_bytes.len() as u64;
     let last_name = last_name.clone();
 
@@ -85,7 +98,14 @@ fn build() -> (Vec<(PathBuf, Vec<u8>)>, Vec<NewRecord>, PathBuf, std::ops::Range
     log.close().unwrap();
     let end = fs::metadata(dir.join(&last_name)).unwrap().len();
     let files = snapshot(&dir);
-    assert!(files.iter().filter(|(n, _)| n.extension().is_some_and(|e| e == "log")).count() > 2, "want several segments");
+    assert!(
+        files
+            .iter()
+            .filter(|(n, _)| n.extension().is_some_and(|e| e == "log"))
+            .count()
+            > 2,
+        "want several segments"
+    );
     (files, records, last_name, start..end)
 }
 
@@ -93,7 +113,12 @@ fn build() -> (Vec<(PathBuf, Vec<u8>)>, Vec<NewRecord>, PathBuf, std::ops::Range
 /// again at the offset where the cut batch was.
 fn check_cut_and_continue(dir: &Path, records: &[NewRecord], expect_cut: bool) {
     let log = Log::open(dir, config()).unwrap();
-    assert_eq!(log.recovery().cut_anything(), expect_cut, "recovery: {:?}", log.recovery());
+    assert_eq!(
+        log.recovery().cut_anything(),
+        expect_cut,
+        "recovery: {:?}",
+        log.recovery()
+    );
     assert_eq!(log.next_offset(), 77);
     let all = read_all(&log);
     assert_eq!(all.len(), 77);
@@ -106,7 +131,11 @@ fn check_cut_and_continue(dir: &Path, records: &[NewRecord], expect_cut: bool) {
     log.close().unwrap();
 
     let log = Log::open(dir, config()).unwrap();
-    assert!(!log.recovery().cut_anything(), "a clean reopen cut something: {:?}", log.recovery());
+    assert!(
+        !log.recovery().cut_anything(),
+        "a clean reopen cut something: {:?}",
+        log.recovery()
+    );
     let all = read_all(&log);
     assert_eq!(all.len(), 78);
     assert_same(&all[77], &records[77], 77);
@@ -119,7 +148,12 @@ fn truncation_at_every_byte_of_the_last_batch() {
     let dir = tmp.path().join("log");
     for cut_at in range.clone() {
         restore(&files, &dir);
-        fs::OpenOptions::new().write(true).open(dir.join(&last)).unwrap().set_len(cut_at).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(&last))
+            .unwrap()
+            .set_len(cut_at)
+            .unwrap();
         check_cut_and_continue(&dir, &records, cut_at > range.start);
     }
 }
@@ -181,7 +215,10 @@ fn missing_indexes_are_rebuilt() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     restore(&files, &dir);
-    let indexes: Vec<_> = files.iter().filter(|(n, _)| n.extension().is_some_and(|e| e == "index")).collect();
+    let indexes: Vec<_> = files
+        .iter()
+        .filter(|(n, _)| n.extension().is_some_and(|e| e == "index"))
+        .collect();
     for (name, _) in &indexes {
         fs::remove_file(dir.join(name)).unwrap();
     }
@@ -192,7 +229,12 @@ fn missing_indexes_are_rebuilt() {
     log.close().unwrap();
     // The rebuilt indexes are what the writer would have written.
     for (name, original) in indexes {
-        assert_eq!(&fs::read(dir.join(name)).unwrap(), original, "rebuilt {} differs", name.display());
+        assert_eq!(
+            &fs::read(dir.join(name)).unwrap(),
+            original,
+            "rebuilt {} differs",
+            name.display()
+        );
     }
 }
 
@@ -201,8 +243,11 @@ fn damaged_indexes_are_cut_or_rebuilt_and_reads_stay_correct() {
     let (files, records, _, _) = build();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    let index_names: Vec<_> =
-        files.iter().filter(|(n, _)| n.extension().is_some_and(|e| e == "index")).map(|(n, _)| n.clone()).collect();
+    let index_names: Vec<_> = files
+        .iter()
+        .filter(|(n, _)| n.extension().is_some_and(|e| e == "index"))
+        .map(|(n, _)| n.clone())
+        .collect();
     type Damage = fn(&mut Vec<u8>);
     let damages: [(&str, Damage); 5] = [
         ("garbage", |b| b.iter_mut().for_each(|x| *x = 0x5A)),
@@ -240,7 +285,11 @@ fn a_corrupt_batch_in_a_sealed_segment_is_never_served() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     restore(&files, &dir);
-    let first = &files.iter().find(|(n, _)| n.extension().is_some_and(|e| e == "log")).unwrap().0;
+    let first = &files
+        .iter()
+        .find(|(n, _)| n.extension().is_some_and(|e| e == "log"))
+        .unwrap()
+        .0;
     let path = dir.join(first);
     let mut bytes = fs::read(&path).unwrap();
     let middle = bytes.len() / 2;
@@ -271,7 +320,10 @@ fn a_corrupt_batch_in_a_sealed_segment_is_never_served() {
 fn a_second_open_of_the_same_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let log = Log::open(tmp.path(), config()).unwrap();
-    assert!(matches!(Log::open(tmp.path(), config()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Log::open(tmp.path(), config()),
+        Err(Error::Locked { .. })
+    ));
     drop(log);
     Log::open(tmp.path(), config()).unwrap();
 }

@@ -42,7 +42,10 @@ fn batch(run: u64, thread: u64, seq: u64) -> Vec<NewRecord> {
             NewRecord {
                 timestamp: None,
                 key: (seq % 2 == 1).then(|| Bytes::from(format!("k{thread}"))),
-                headers: vec![Header { key: "id".into(), value: Bytes::from(id) }],
+                headers: vec![Header {
+                    key: "id".into(),
+                    value: Bytes::from(id),
+                }],
                 value: Bytes::from(value),
             }
         })
@@ -57,7 +60,11 @@ fn id_of(record: &Record) -> (u64, u64, u64, u64) {
 
 fn assert_is(record: &Record, want: &NewRecord) {
     assert_eq!(record.key, want.key, "key of offset {}", record.offset);
-    assert_eq!(record.headers, want.headers, "headers of offset {}", record.offset);
+    assert_eq!(
+        record.headers, want.headers,
+        "headers of offset {}",
+        record.offset
+    );
     assert_eq!(record.value, want.value, "value of offset {}", record.offset);
 }
 
@@ -65,7 +72,9 @@ fn assert_is(record: &Record, want: &NewRecord) {
 #[test]
 #[ignore = "the child process of crash_kill_loop; runs until killed"]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
     let run: u64 = std::env::var(CHILD_RUN_ENV).unwrap().parse().unwrap();
     let log = Arc::new(Log::open(&dir, config()).unwrap());
     println!("open");
@@ -75,7 +84,10 @@ fn crash_child() {
             std::thread::spawn(move || {
                 for seq in 0.. {
                     let appended = log.append(&batch(run, thread, seq)).unwrap();
-                    println!("ack {} {} {run} {thread} {seq}", appended.base_offset, appended.last_offset);
+                    println!(
+                        "ack {} {} {run} {thread} {seq}",
+                        appended.base_offset, appended.last_offset
+                    );
                 }
             })
         })
@@ -87,7 +99,13 @@ fn crash_child() {
 
 fn run_child(dir: &Path, run: u64, acks_before_kill: usize) -> Vec<(u64, u64, u64, u64, u64)> {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_ENV, dir)
         .env(CHILD_RUN_ENV, run.to_string())
         .stdout(Stdio::piped())
@@ -104,7 +122,9 @@ fn run_child(dir: &Path, run: u64, acks_before_kill: usize) -> Vec<(u64, u64, u6
     // Keep reading after the kill: every line the child printed before it died is an acknowledgement.
     for line in lines.by_ref() {
         let line = line.unwrap();
-        let Some(rest) = line.strip_prefix("ack ") else { continue };
+        let Some(rest) = line.strip_prefix("ack ") else {
+            continue;
+        };
         let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
         acks.push((f[0], f[1], f[2], f[3], f[4]));
         if !killed && acks.len() >= acks_before_kill {
@@ -119,7 +139,10 @@ fn run_child(dir: &Path, run: u64, acks_before_kill: usize) -> Vec<(u64, u64, u6
 
 #[test]
 fn crash_kill_loop() {
-    let kills: u64 = std::env::var("FERRY_CRASH_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(50);
+    let kills: u64 = std::env::var("FERRY_CRASH_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(50);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let mut rng = rand::rng();
@@ -127,12 +150,19 @@ fn crash_kill_loop() {
     let mut acked: BTreeMap<u64, (u64, u64, u64, u64)> = BTreeMap::new();
     let mut cuts = 0;
     for run in 0..kills {
-        let acks_before_kill = if rng.random_bool(0.1) { 0 } else { rng.random_range(1..400) };
+        let acks_before_kill = if rng.random_bool(0.1) {
+            0
+        } else {
+            rng.random_range(1..400)
+        };
         for (base, last, r, thread, seq) in run_child(&dir, run, acks_before_kill) {
             assert_eq!(r, run);
             for (i, offset) in (base..=last).enumerate() {
                 let previous = acked.insert(offset, (run, thread, seq, i as u64));
-                assert!(previous.is_none(), "offset {offset} acknowledged twice: {previous:?} and run {run}");
+                assert!(
+                    previous.is_none(),
+                    "offset {offset} acknowledged twice: {previous:?} and run {run}"
+                );
             }
         }
 
@@ -141,7 +171,11 @@ fn crash_kill_loop() {
             cuts += 1;
         }
         let records: Vec<Record> = log.reader(0).unwrap().collect::<Result<_, _>>().unwrap();
-        assert_eq!(records.len() as u64, log.next_offset(), "offsets are dense from 0");
+        assert_eq!(
+            records.len() as u64,
+            log.next_offset(),
+            "offsets are dense from 0"
+        );
         let mut expected = acked.iter().peekable();
         for (i, r) in records.iter().enumerate() {
             assert_eq!(r.offset, i as u64);
@@ -150,15 +184,29 @@ fn crash_kill_loop() {
             if let Some(&(&offset, &id)) = expected.peek()
                 && offset == r.offset
             {
-                assert_eq!((run, thread, seq, idx), id, "acknowledged record at {offset} replaced");
+                assert_eq!(
+                    (run, thread, seq, idx),
+                    id,
+                    "acknowledged record at {offset} replaced"
+                );
                 expected.next();
             }
         }
         let missing: Vec<_> = expected.map(|(o, _)| *o).take(10).collect();
-        assert!(missing.is_empty(), "run {run}: acknowledged offsets lost after SIGKILL: {missing:?}...");
+        assert!(
+            missing.is_empty(),
+            "run {run}: acknowledged offsets lost after SIGKILL: {missing:?}..."
+        );
         // Appending after recovery continues at the end (a later run's acks must not collide).
         drop(log);
     }
-    assert!(acked.len() as u64 > kills, "too few acknowledgements to mean anything: {}", acked.len());
-    eprintln!("{kills} kills, {} acknowledged records verified, {cuts} recoveries cut a torn tail", acked.len());
+    assert!(
+        acked.len() as u64 > kills,
+        "too few acknowledgements to mean anything: {}",
+        acked.len()
+    );
+    eprintln!(
+        "{kills} kills, {} acknowledged records verified, {cuts} recoveries cut a torn tail",
+        acked.len()
+    );
 }
