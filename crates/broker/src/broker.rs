@@ -1,0 +1,798 @@
+//! The embedded broker: topics of partitioned logs, publishing, fetching, stream-group offsets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_log::{FsyncPolicy, Header, Log, LogConfig, LogObserver, LogOptions, NewRecord, SystemClock};
+use serde::Serialize;
+use tokio::sync::{Notify, oneshot};
+
+use crate::config::TopicConfig;
+use crate::error::{BrokerError, Result};
+use crate::meta::{MetaEvent, MetaState};
+use crate::names::validate_name;
+
+/// A record to publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Produce {
+    /// With a key, the record goes to partition `fnv1a64(key) % partitions`.
+    pub key: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<Header>,
+    /// The payload.
+    pub value: Bytes,
+    /// Milliseconds since the Unix epoch; `None` means now.
+    pub timestamp: Option<i64>,
+    /// An explicit partition overrides the key.
+    pub partition: Option<u32>,
+}
+
+/// Where a published record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Produced {
+    /// Partition.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+}
+
+/// A record read back, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Partition.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Key, if any.
+    pub key: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<Header>,
+    /// The payload.
+    pub value: Bytes,
+}
+
+/// How much one fetch may return and how long it may wait for the first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// At most this many records (>= 1).
+    pub max_records: usize,
+    /// About this many bytes of keys and values (at least one record is returned if any is there).
+    pub max_bytes: usize,
+    /// Wait up to this long when nothing is there yet (long-poll).
+    pub max_wait: Duration,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        Self {
+            max_records: 500,
+            max_bytes: 1024 * 1024,
+            max_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// The state of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionInfo {
+    /// Partition number.
+    pub partition: u32,
+    /// First offset still stored.
+    pub start_offset: u64,
+    /// Offset the next record gets.
+    pub next_offset: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Segment files.
+    pub segments: usize,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicInfo {
+    /// Name.
+    pub name: String,
+    /// Settings.
+    pub config: TopicConfig,
+    /// Per-partition state.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A stream group's position on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupPartition {
+    /// Partition.
+    pub partition: u32,
+    /// Committed offset: the next record the group will process; `None` before the first commit.
+    pub committed: Option<u64>,
+    /// First offset still stored.
+    pub start_offset: u64,
+    /// Offset the next record gets.
+    pub next_offset: u64,
+    /// Records between the committed offset (or the start) and the end.
+    pub lag: u64,
+}
+
+/// Where `seek` moves a stream group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// The first offset still stored.
+    Earliest,
+    /// The end: only records published from now on.
+    Latest,
+    /// An exact offset (clamped to nothing; out of range is an error).
+    Offset(u64),
+    /// The first record with a timestamp at or after this (ms since the epoch); the end if none.
+    Timestamp(i64),
+}
+
+struct Topic {
+    name: String,
+    id: u64,
+    config: TopicConfig,
+    partitions: Vec<Arc<Log>>,
+    /// Woken whenever any partition commits records.
+    notify: Arc<Notify>,
+    round_robin: AtomicU32,
+}
+
+struct Wake(Arc<Notify>);
+
+impl LogObserver for Wake {
+    fn committed(&self, _next_offset: u64) {
+        self.0.notify_waiters();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    meta: MetaState,
+    topics: HashMap<String, Arc<Topic>>,
+    /// In-memory fetch positions of stream groups: (group, topic) -> partition -> next offset to fetch.
+    positions: HashMap<(String, String), BTreeMap<u32, u64>>,
+}
+
+/// (group, topic).
+type GroupKey = (String, String);
+
+struct Inner {
+    dir: PathBuf,
+    meta_log: Log,
+    state: Arc<Mutex<State>>,
+    /// Serialises topic creation and deletion.
+    admin: tokio::sync::Mutex<()>,
+    /// Serialises fetches of one stream group on one topic, so two fetches never hand out the same records.
+    group_locks: Mutex<HashMap<GroupKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The embedded broker. Cheap to clone; every clone is the same broker.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("dir", &self.inner.dir).finish()
+    }
+}
+
+fn topic_dir(data: &Path, name: &str, id: u64) -> PathBuf {
+    data.join("topics").join(format!("{name}.{id}"))
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The partition a key maps to: FNV-1a (64 bit) of the key bytes modulo the partition count. Stable
+/// across versions and platforms, so a key keeps its partition.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    (fnv1a64(key) % u64::from(partitions)) as u32
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Broker {
+    /// Opens the broker in `dir` (created if missing): replays the metadata, opens every partition
+    /// (recovering torn tails), and removes directories of deleted topics.
+    ///
+    /// # Errors
+    /// [`BrokerError::Storage`] or [`BrokerError::Metadata`] when the data directory cannot be used.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let meta_config = LogConfig {
+            fsync: FsyncPolicy::Always,
+            retention_age: None,
+            segment_age: None,
+            segment_bytes: 64 * 1024 * 1024,
+            ..LogConfig::default()
+        };
+        let meta_log = Log::open(dir.join("meta"), meta_config)?;
+        let mut meta = MetaState::default();
+        for record in meta_log.reader(meta_log.start_offset())? {
+            let record = record?;
+            let event: MetaEvent = serde_json::from_slice(&record.value)
+                .map_err(|e| BrokerError::Metadata(format!("meta record {}: {e}", record.offset)))?;
+            meta.apply(&event);
+        }
+        let mut topics = HashMap::new();
+        for (name, (id, config)) in &meta.topics {
+            topics.insert(name.clone(), Arc::new(open_topic(&dir, name, *id, config)?));
+        }
+        remove_stray_topic_dirs(&dir, &meta);
+        let state = State {
+            meta,
+            topics,
+            positions: HashMap::new(),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                meta_log,
+                state: Arc::new(Mutex::new(state)),
+                admin: tokio::sync::Mutex::new(()),
+                group_locks: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Appends a metadata event durably and applies it to the in-memory state in log order.
+    async fn commit_meta(&self, event: MetaEvent) -> Result<()> {
+        let value = serde_json::to_vec(&event).map_err(|e| BrokerError::Metadata(e.to_string()))?;
+        let batch = self.inner.meta_log.encode(&[NewRecord::value(value)])?;
+        let (tx, rx) = oneshot::channel();
+        let state = self.inner.state.clone();
+        self.inner.meta_log.append_encoded(batch, move |result| {
+            if result.is_ok() {
+                lock(&state).meta.apply(&event);
+            }
+            let _ = tx.send(result);
+        });
+        rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+        Ok(())
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        validate_name("topic", name)?;
+        lock(&self.inner.state)
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::TopicNotFound(name.into()))
+    }
+
+    /// Creates a topic.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidName`], [`BrokerError::InvalidConfig`], [`BrokerError::TopicExists`].
+    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        validate_name("name", name)?;
+        config.validate()?;
+        let _admin = self.inner.admin.lock().await;
+        let id = {
+            let state = lock(&self.inner.state);
+            if state.topics.contains_key(name) {
+                return Err(BrokerError::TopicExists(name.into()));
+            }
+            state.meta.next_topic_id
+        };
+        self.commit_meta(MetaEvent::TopicCreated {
+            name: name.into(),
+            id,
+            config: config.clone(),
+        })
+        .await?;
+        let dir = self.inner.dir.clone();
+        let (n, c) = (name.to_string(), config);
+        let topic = tokio::task::spawn_blocking(move || open_topic(&dir, &n, id, &c))
+            .await
+            .map_err(|e| BrokerError::Metadata(e.to_string()))??;
+        let topic = Arc::new(topic);
+        lock(&self.inner.state).topics.insert(name.into(), topic.clone());
+        tracing::info!(topic = name, partitions = topic.partitions.len(), "topic created");
+        Ok(describe(&topic))
+    }
+
+    /// Deletes a topic, its records and its groups' offsets.
+    ///
+    /// # Errors
+    /// [`BrokerError::TopicNotFound`].
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let _admin = self.inner.admin.lock().await;
+        let topic = self.topic(name)?;
+        self.commit_meta(MetaEvent::TopicDeleted { name: name.into() })
+            .await?;
+        {
+            let mut state = lock(&self.inner.state);
+            state.topics.remove(name);
+            state.positions.retain(|(_, t), _| t != name);
+        }
+        let dir = topic_dir(&self.inner.dir, &topic.name, topic.id);
+        drop(topic);
+        // Readers still holding a partition keep their open files; the names go now.
+        if let Err(e) = tokio::task::spawn_blocking(move || fs::remove_dir_all(&dir))
+            .await
+            .unwrap_or(Ok(()))
+        {
+            tracing::warn!(topic = name, error = %e, "could not remove the deleted topic's files; they go at the next start");
+        }
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Every topic, by name.
+    pub fn list_topics(&self) -> Vec<TopicInfo> {
+        let mut topics: Vec<_> = lock(&self.inner.state).topics.values().cloned().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics.iter().map(|t| describe(t)).collect()
+    }
+
+    /// One topic.
+    ///
+    /// # Errors
+    /// [`BrokerError::TopicNotFound`].
+    pub fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        Ok(describe(&*self.topic(name)?))
+    }
+
+    /// Publishes records; returns, in the same order, where each landed, once all are durable under the
+    /// topic's fsync policy. Records for the same partition are written as one batch.
+    ///
+    /// # Errors
+    /// [`BrokerError::TopicNotFound`], [`BrokerError::PartitionNotFound`], [`BrokerError::RecordTooLarge`],
+    /// [`BrokerError::Storage`]. Nothing is written when any record is refused.
+    pub async fn publish(&self, topic: &str, records: Vec<Produce>) -> Result<Vec<Produced>> {
+        let topic = self.topic(topic)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = topic.partitions.len() as u32;
+        let max = topic.config.max_record_bytes as usize;
+        let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<NewRecord>)> = BTreeMap::new();
+        for (i, r) in records.into_iter().enumerate() {
+            let size = r.value.len()
+                + r.key.as_ref().map_or(0, Bytes::len)
+                + r.headers
+                    .iter()
+                    .map(|h| h.key.len() + h.value.len())
+                    .sum::<usize>();
+            if size > max {
+                return Err(BrokerError::RecordTooLarge { size, max });
+            }
+            let partition = match (r.partition, &r.key) {
+                (Some(p), _) if p >= n => {
+                    return Err(BrokerError::PartitionNotFound {
+                        topic: topic.name.clone(),
+                        partition: p,
+                        partitions: n,
+                    });
+                }
+                (Some(p), _) => p,
+                (None, Some(key)) => partition_for_key(key, n),
+                (None, None) => topic.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+            };
+            let entry = by_partition.entry(partition).or_default();
+            entry.0.push(i);
+            entry.1.push(NewRecord {
+                timestamp: r.timestamp,
+                key: r.key,
+                headers: r.headers,
+                value: r.value,
+            });
+        }
+        let total: usize = by_partition.values().map(|(idx, _)| idx.len()).sum();
+        let mut pending = Vec::with_capacity(by_partition.len());
+        for (partition, (indexes, batch)) in by_partition {
+            let log = &topic.partitions[partition as usize];
+            let encoded = log.encode(&batch)?;
+            let (tx, rx) = oneshot::channel();
+            log.append_encoded(encoded, move |r| {
+                let _ = tx.send(r);
+            });
+            pending.push((partition, indexes, rx));
+        }
+        let mut out = vec![
+            Produced {
+                partition: 0,
+                offset: 0
+            };
+            total
+        ];
+        for (partition, indexes, rx) in pending {
+            let appended = rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+            for (k, i) in indexes.into_iter().enumerate() {
+                out[i] = Produced {
+                    partition,
+                    offset: appended.base_offset + k as u64,
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads records of one partition from `offset`, waiting up to `limits.max_wait` for the first one.
+    ///
+    /// # Errors
+    /// [`BrokerError::TopicNotFound`], [`BrokerError::PartitionNotFound`], [`BrokerError::OffsetOutOfRange`].
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        limits: FetchLimits,
+    ) -> Result<Vec<StoredRecord>> {
+        let topic = self.topic(topic)?;
+        let log = partition_log(&topic, partition)?;
+        let deadline = tokio::time::Instant::now() + limits.max_wait;
+        loop {
+            let notified = topic.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if log.next_offset() != offset || limits.max_wait.is_zero() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        read_partition(&topic, partition, log, offset, limits).await
+    }
+
+    fn group_lock(&self, group: &str, topic: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.group_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry((group.into(), topic.into())).or_default().clone()
+    }
+
+    /// Fetches the next records for a stream group, from where its last fetch ended (after a restart:
+    /// from its committed offsets; before its first commit: from the earliest record), over all
+    /// partitions, waiting up to `limits.max_wait` for the first one. Records are handed out once per
+    /// fetch position; commit them with [`Broker::commit`] once processed.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidName`], [`BrokerError::TopicNotFound`], [`BrokerError::Storage`].
+    pub async fn group_fetch(
+        &self,
+        group: &str,
+        topic: &str,
+        limits: FetchLimits,
+    ) -> Result<Vec<StoredRecord>> {
+        validate_name("group", group)?;
+        let topic = self.topic(topic)?;
+        let group_lock = self.group_lock(group, &topic.name);
+        let _guard = group_lock.lock().await;
+        let deadline = tokio::time::Instant::now() + limits.max_wait;
+        loop {
+            let notified = topic.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let positions = self.positions(group, &topic);
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            let n = topic.partitions.len();
+            let first = topic.round_robin.load(Ordering::Relaxed) as usize % n;
+            for k in 0..n {
+                let p = (first + k) % n;
+                let log = &topic.partitions[p];
+                let pos = positions[p];
+                if pos >= log.next_offset() || out.len() >= limits.max_records || bytes >= limits.max_bytes {
+                    continue;
+                }
+                let part_limits = FetchLimits {
+                    max_records: limits.max_records - out.len(),
+                    max_bytes: limits.max_bytes - bytes,
+                    max_wait: Duration::ZERO,
+                };
+                let records = match read_partition(&topic, p as u32, log.clone(), pos, part_limits).await {
+                    Err(BrokerError::OffsetOutOfRange { start, .. }) if pos < start => {
+                        // Retention overtook the group: continue at the oldest record still there.
+                        tracing::warn!(group, topic = %topic.name, partition = p, from = pos, to = start,
+                            "stream group position was deleted by retention; skipping to the log start");
+                        self.set_position(group, &topic.name, p as u32, start);
+                        continue;
+                    }
+                    r => r?,
+                };
+                if let Some(last) = records.last() {
+                    self.set_position(group, &topic.name, p as u32, last.offset + 1);
+                }
+                bytes += records
+                    .iter()
+                    .map(|r| r.value.len() + r.key.as_ref().map_or(0, Bytes::len))
+                    .sum::<usize>();
+                out.extend(records);
+            }
+            if !out.is_empty() || limits.max_wait.is_zero() {
+                return Ok(out);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The group's fetch position per partition.
+    fn positions(&self, group: &str, topic: &Topic) -> Vec<u64> {
+        let state = lock(&self.inner.state);
+        let key = (group.to_string(), topic.name.clone());
+        let positions = state.positions.get(&key);
+        let committed = state.meta.offsets.get(&key);
+        (0..topic.partitions.len() as u32)
+            .map(|p| {
+                positions
+                    .and_then(|m| m.get(&p))
+                    .or_else(|| committed.and_then(|m| m.get(&p)))
+                    .copied()
+                    .unwrap_or_else(|| topic.partitions[p as usize].start_offset())
+            })
+            .collect()
+    }
+
+    fn set_position(&self, group: &str, topic: &str, partition: u32, offset: u64) {
+        lock(&self.inner.state)
+            .positions
+            .entry((group.into(), topic.into()))
+            .or_default()
+            .insert(partition, offset);
+    }
+
+    /// Commits a stream group's offsets (the next offset to process, per partition), durably.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidName`], [`BrokerError::TopicNotFound`], [`BrokerError::PartitionNotFound`],
+    /// [`BrokerError::OffsetOutOfRange`] for an offset past the end.
+    pub async fn commit(&self, group: &str, topic: &str, offsets: &[(u32, u64)]) -> Result<()> {
+        validate_name("group", group)?;
+        let topic = self.topic(topic)?;
+        if offsets.is_empty() {
+            return Err(BrokerError::InvalidArgument {
+                field: "offsets",
+                message: "must not be empty".into(),
+            });
+        }
+        let mut map = BTreeMap::new();
+        for &(partition, offset) in offsets {
+            let log = partition_log(&topic, partition)?;
+            let end = log.next_offset();
+            if offset > end {
+                return Err(BrokerError::OffsetOutOfRange {
+                    topic: topic.name.clone(),
+                    partition,
+                    offset,
+                    start: log.start_offset(),
+                    end,
+                });
+            }
+            map.insert(partition, offset);
+        }
+        self.commit_meta(MetaEvent::OffsetsCommitted {
+            group: group.into(),
+            topic: topic.name.clone(),
+            offsets: map.into_iter().collect(),
+        })
+        .await
+    }
+
+    /// Moves a stream group (all partitions, or one) and commits the new offsets.
+    ///
+    /// # Errors
+    /// As [`Broker::commit`].
+    pub async fn seek(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: Option<u32>,
+        to: SeekTo,
+    ) -> Result<Vec<(u32, u64)>> {
+        validate_name("group", group)?;
+        let t = self.topic(topic)?;
+        let parts: Vec<u32> = match partition {
+            Some(p) => {
+                partition_log(&t, p)?;
+                vec![p]
+            }
+            None => (0..t.partitions.len() as u32).collect(),
+        };
+        let mut offsets = Vec::with_capacity(parts.len());
+        for p in parts {
+            let log = t.partitions[p as usize].clone();
+            let offset = match to {
+                SeekTo::Earliest => log.start_offset(),
+                SeekTo::Latest => log.next_offset(),
+                SeekTo::Offset(o) => {
+                    if o < log.start_offset() || o > log.next_offset() {
+                        return Err(BrokerError::OffsetOutOfRange {
+                            topic: t.name.clone(),
+                            partition: p,
+                            offset: o,
+                            start: log.start_offset(),
+                            end: log.next_offset(),
+                        });
+                    }
+                    o
+                }
+                SeekTo::Timestamp(ts) => {
+                    let l = log.clone();
+                    tokio::task::spawn_blocking(move || l.offset_for_timestamp(ts))
+                        .await
+                        .map_err(|e| BrokerError::Metadata(e.to_string()))??
+                        .unwrap_or_else(|| log.next_offset())
+                }
+            };
+            offsets.push((p, offset));
+        }
+        let group_lock = self.group_lock(group, &t.name);
+        let _guard = group_lock.lock().await;
+        self.commit(group, topic, &offsets).await?;
+        for &(p, o) in &offsets {
+            self.set_position(group, &t.name, p, o);
+        }
+        Ok(offsets)
+    }
+
+    /// A stream group's committed offsets and lag per partition.
+    ///
+    /// # Errors
+    /// [`BrokerError::TopicNotFound`], [`BrokerError::GroupNotFound`] when the group never committed on
+    /// this topic.
+    pub fn group_offsets(&self, group: &str, topic: &str) -> Result<Vec<GroupPartition>> {
+        validate_name("group", group)?;
+        let t = self.topic(topic)?;
+        let committed = lock(&self.inner.state)
+            .meta
+            .offsets
+            .get(&(group.to_string(), t.name.clone()))
+            .cloned();
+        let Some(committed) = committed else {
+            return Err(BrokerError::GroupNotFound {
+                group: group.into(),
+                topic: t.name.clone(),
+            });
+        };
+        Ok(t.partitions
+            .iter()
+            .enumerate()
+            .map(|(p, log)| {
+                let c = committed.get(&(p as u32)).copied();
+                let (start, end) = (log.start_offset(), log.next_offset());
+                GroupPartition {
+                    partition: p as u32,
+                    committed: c,
+                    start_offset: start,
+                    next_offset: end,
+                    lag: end - c.unwrap_or(start).clamp(start, end),
+                }
+            })
+            .collect())
+    }
+}
+
+fn partition_log(topic: &Topic, partition: u32) -> Result<Arc<Log>> {
+    topic
+        .partitions
+        .get(partition as usize)
+        .cloned()
+        .ok_or_else(|| BrokerError::PartitionNotFound {
+            topic: topic.name.clone(),
+            partition,
+            partitions: topic.partitions.len() as u32,
+        })
+}
+
+async fn read_partition(
+    topic: &Topic,
+    partition: u32,
+    log: Arc<Log>,
+    offset: u64,
+    limits: FetchLimits,
+) -> Result<Vec<StoredRecord>> {
+    let max_bytes = limits.max_bytes;
+    let read = tokio::task::spawn_blocking(move || log.read(offset, max_bytes))
+        .await
+        .map_err(|e| BrokerError::Metadata(e.to_string()))?;
+    let records = match read {
+        Ok(r) => r,
+        Err(ferry_log::Error::OffsetOutOfRange { offset, start, end }) => {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: topic.name.clone(),
+                partition,
+                offset,
+                start,
+                end,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(records
+        .into_iter()
+        .take(limits.max_records.max(1))
+        .map(|r| StoredRecord {
+            partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            headers: r.headers,
+            value: r.value,
+        })
+        .collect())
+}
+
+fn describe(topic: &Topic) -> TopicInfo {
+    TopicInfo {
+        name: topic.name.clone(),
+        config: topic.config.clone(),
+        partitions: topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, log)| PartitionInfo {
+                partition: p as u32,
+                start_offset: log.start_offset(),
+                next_offset: log.next_offset(),
+                size_bytes: log.size_bytes(),
+                segments: log.segment_count(),
+            })
+            .collect(),
+    }
+}
+
+fn open_topic(data: &Path, name: &str, id: u64, config: &TopicConfig) -> Result<Topic> {
+    let dir = topic_dir(data, name, id);
+    let notify = Arc::new(Notify::new());
+    let partitions = (0..config.partitions)
+        .map(|p| {
+            let options = LogOptions {
+                config: config.log_config(),
+                clock: Arc::new(SystemClock),
+                observer: Some(Arc::new(Wake(notify.clone()))),
+            };
+            Log::open_with(dir.join(p.to_string()), options).map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Topic {
+        name: name.into(),
+        id,
+        config: config.clone(),
+        partitions,
+        notify,
+        round_robin: AtomicU32::new(0),
+    })
+}
+
+/// Directories of topics that were deleted (or whose creation never committed) are removed at start.
+fn remove_stray_topic_dirs(data: &Path, meta: &MetaState) {
+    let Ok(entries) = fs::read_dir(data.join("topics")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let live = meta.topics.iter().any(|(t, (id, _))| name == format!("{t}.{id}"));
+        if !live {
+            match fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::info!(dir = %entry.path().display(), "removed files of a deleted topic"),
+                Err(e) => {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove a deleted topic's files")
+                }
+            }
+        }
+    }
+}

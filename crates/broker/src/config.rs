@@ -1,0 +1,121 @@
+//! Topic settings.
+
+use std::time::Duration;
+
+use ferry_log::{FsyncPolicy, LogConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::BrokerError;
+
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// Largest `max_record_bytes` a topic may set.
+pub const MAX_RECORD_BYTES_LIMIT: u32 = 8 * 1024 * 1024;
+
+/// A topic's settings; every key has a default, unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicConfig {
+    /// Number of partitions, 1..=1024. Fixed at creation.
+    pub partitions: u32,
+    /// `always` (default), `interval:<ms>` or `never`.
+    pub fsync: FsyncPolicy,
+    /// Delete segments whose newest record is older than this many milliseconds (`null`: keep forever).
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest segments of a partition while it is larger than this (`null`: no limit).
+    pub retention_bytes: Option<u64>,
+    /// Roll segments at this size, 1 KiB..=1 GiB.
+    pub segment_bytes: u64,
+    /// Largest record (key + headers + value, encoded) accepted, up to 8 MiB.
+    pub max_record_bytes: u32,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            fsync: FsyncPolicy::Always,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            segment_bytes: 128 * 1024 * 1024,
+            max_record_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl TopicConfig {
+    /// Checks every value; pure.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidConfig`] naming the first key out of range.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let bad = |field, message: String| Err(BrokerError::InvalidConfig { field, message });
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return bad(
+                "partitions",
+                format!("must be 1..={MAX_PARTITIONS}, got {}", self.partitions),
+            );
+        }
+        if !(1024..=1 << 30).contains(&self.segment_bytes) {
+            return bad(
+                "segment_bytes",
+                format!("must be 1024..=1073741824, got {}", self.segment_bytes),
+            );
+        }
+        if !(1..=MAX_RECORD_BYTES_LIMIT).contains(&self.max_record_bytes) {
+            return bad(
+                "max_record_bytes",
+                format!(
+                    "must be 1..={MAX_RECORD_BYTES_LIMIT}, got {}",
+                    self.max_record_bytes
+                ),
+            );
+        }
+        if self.retention_ms == Some(0) {
+            return bad("retention_ms", "must be > 0 (or null to keep forever)".into());
+        }
+        if self.retention_bytes == Some(0) {
+            return bad("retention_bytes", "must be > 0 (or null for no limit)".into());
+        }
+        Ok(())
+    }
+
+    /// The settings of each partition's log.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            retention_age: self.retention_ms.map(Duration::from_millis),
+            retention_bytes: self.retention_bytes,
+            fsync: self.fsync,
+            // A batch holds one publish request's records for one partition: many records.
+            max_batch_bytes: ferry_log::MAX_BATCH_LEN,
+            ..LogConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_unknown_keys_are_refused() {
+        TopicConfig::default().validate().unwrap();
+        let c: TopicConfig = serde_json::from_str(r#"{"partitions": 4, "fsync": "interval:50"}"#).unwrap();
+        assert_eq!(c.partitions, 4);
+        assert!(serde_json::from_str::<TopicConfig>(r#"{"partitons": 4}"#).is_err());
+        let e = TopicConfig {
+            partitions: 0,
+            ..TopicConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            BrokerError::InvalidConfig {
+                field: "partitions",
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,92 @@
+//! Errors of the broker. Each names the field or value it is about, so the HTTP layer can map it to a
+//! status and a `field` in exactly one place.
+
+/// Result alias for broker operations.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// What can go wrong in the broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// A name (topic, group) breaks the naming rules.
+    #[error("{field} `{value}`: {reason}")]
+    InvalidName {
+        /// The field holding the name.
+        field: &'static str,
+        /// The name given (control characters escaped).
+        value: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A setting out of range.
+    #[error("{field}: {message}")]
+    InvalidConfig {
+        /// The setting's key.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A request value out of range.
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The topic exists already.
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    /// No such topic.
+    #[error("topic `{0}` does not exist")]
+    TopicNotFound(String),
+    /// No such partition.
+    #[error("topic `{topic}` has no partition {partition} (it has {partitions})")]
+    PartitionNotFound {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many the topic has.
+        partitions: u32,
+    },
+    /// No such group on this topic.
+    #[error("group `{group}` has no offsets for topic `{topic}`")]
+    GroupNotFound {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+    },
+    /// An offset below the log start or past its end.
+    #[error("offset {offset} of `{topic}` partition {partition} is out of range [{start}, {end}]")]
+    OffsetOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: u64,
+        /// First offset still stored.
+        start: u64,
+        /// Next offset to be written.
+        end: u64,
+    },
+    /// A record larger than the topic allows.
+    #[error("record of {size} bytes exceeds the topic's max_record_bytes of {max}")]
+    RecordTooLarge {
+        /// Encoded size of the record.
+        size: usize,
+        /// The topic's limit.
+        max: usize,
+    },
+    /// The broker is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    /// Storage failed; not the caller's fault.
+    #[error("storage error: {0}")]
+    Storage(#[from] ferry_log::Error),
+    /// Metadata could not be read or written; not the caller's fault.
+    #[error("metadata error: {0}")]
+    Metadata(String),
+}

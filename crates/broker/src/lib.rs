@@ -1,0 +1,30 @@
+//! ferry's broker semantics on top of the log: topics of N partitions, publishing with key-based or
+//! round-robin partitioning, fetching by offset with long-poll, and stream groups (Kafka consumer
+//! groups) with durable committed offsets, seek and lag.
+//!
+//! ```text
+//! <data>/
+//!   meta/                      a ferry log of metadata events (topics, committed offsets); see `meta`
+//!   topics/<name>.<id>/<p>/    one ferry log per partition; <id> is never reused, so deleting and
+//!                              re-creating a topic never mixes old and new files
+//! ```
+//!
+//! Invariants:
+//! - A publish is answered only when every record is durable under its topic's fsync policy.
+//! - Metadata changes are durable (fsync always) before they are visible, and applied in log order.
+//! - Async callers never block on I/O: reads run on the blocking pool, appends complete through callbacks.
+
+mod broker;
+mod config;
+mod error;
+mod meta;
+mod names;
+
+pub use crate::broker::{
+    Broker, FetchLimits, GroupPartition, PartitionInfo, Produce, Produced, SeekTo, StoredRecord, TopicInfo,
+    partition_for_key,
+};
+pub use crate::config::{MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, TopicConfig};
+pub use crate::error::{BrokerError, Result};
+pub use crate::names::{MAX_NAME_LEN, validate_name};
+pub use ferry_log::{FsyncPolicy, Header};
