@@ -133,14 +133,14 @@ pub enum SeekTo {
     Timestamp(i64),
 }
 
-struct Topic {
-    name: String,
-    id: u64,
-    config: TopicConfig,
-    partitions: Vec<Arc<Log>>,
-    /// Woken whenever any partition commits records.
-    notify: Arc<Notify>,
-    round_robin: AtomicU32,
+pub(crate) struct Topic {
+    pub name: String,
+    pub id: u64,
+    pub config: TopicConfig,
+    pub partitions: Vec<Arc<Log>>,
+    /// Woken whenever any partition commits records, and when a queue record becomes available again.
+    pub notify: Arc<Notify>,
+    pub round_robin: AtomicU32,
 }
 
 struct Wake(Arc<Notify>);
@@ -152,20 +152,22 @@ impl LogObserver for Wake {
 }
 
 #[derive(Default)]
-struct State {
-    meta: MetaState,
-    topics: HashMap<String, Arc<Topic>>,
+pub(crate) struct State {
+    pub meta: MetaState,
+    pub topics: HashMap<String, Arc<Topic>>,
+    /// Leases and delays of queue groups (not durable: after a restart every leased record is available).
+    pub queues: HashMap<GroupKey, crate::queue::QueueRuntime>,
     /// In-memory fetch positions of stream groups: (group, topic) -> partition -> next offset to fetch.
-    positions: HashMap<(String, String), BTreeMap<u32, u64>>,
+    pub positions: HashMap<(String, String), BTreeMap<u32, u64>>,
 }
 
 /// (group, topic).
-type GroupKey = (String, String);
+pub(crate) type GroupKey = (String, String);
 
-struct Inner {
-    dir: PathBuf,
-    meta_log: Log,
-    state: Arc<Mutex<State>>,
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub meta_log: Log,
+    pub state: Arc<Mutex<State>>,
     /// Serialises topic creation and deletion.
     admin: tokio::sync::Mutex<()>,
     /// Serialises fetches of one stream group on one topic, so two fetches never hand out the same records.
@@ -175,7 +177,7 @@ struct Inner {
 /// The embedded broker. Cheap to clone; every clone is the same broker.
 #[derive(Clone)]
 pub struct Broker {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -203,7 +205,7 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     (fnv1a64(key) % u64::from(partitions)) as u32
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+pub(crate) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -238,6 +240,7 @@ impl Broker {
         let state = State {
             meta,
             topics,
+            queues: HashMap::new(),
             positions: HashMap::new(),
         };
         Ok(Self {
@@ -257,7 +260,7 @@ impl Broker {
     }
 
     /// Appends a metadata event durably and applies it to the in-memory state in log order.
-    async fn commit_meta(&self, event: MetaEvent) -> Result<()> {
+    pub(crate) async fn commit_meta(&self, event: MetaEvent) -> Result<()> {
         let value = serde_json::to_vec(&event).map_err(|e| BrokerError::Metadata(e.to_string()))?;
         let batch = self.inner.meta_log.encode(&[NewRecord::value(value)])?;
         let (tx, rx) = oneshot::channel();
@@ -272,7 +275,7 @@ impl Broker {
         Ok(())
     }
 
-    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+    pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         validate_name("topic", name)?;
         lock(&self.inner.state)
             .topics
@@ -458,7 +461,7 @@ impl Broker {
         read_partition(&topic, partition, log, offset, limits).await
     }
 
-    fn group_lock(&self, group: &str, topic: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn group_lock(&self, group: &str, topic: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.inner.group_locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry((group.into(), topic.into())).or_default().clone()
     }
@@ -686,7 +689,7 @@ impl Broker {
     }
 }
 
-fn partition_log(topic: &Topic, partition: u32) -> Result<Arc<Log>> {
+pub(crate) fn partition_log(topic: &Topic, partition: u32) -> Result<Arc<Log>> {
     topic
         .partitions
         .get(partition as usize)
@@ -698,7 +701,7 @@ fn partition_log(topic: &Topic, partition: u32) -> Result<Arc<Log>> {
         })
 }
 
-async fn read_partition(
+pub(crate) async fn read_partition(
     topic: &Topic,
     partition: u32,
     log: Arc<Log>,

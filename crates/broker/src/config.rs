@@ -94,6 +94,73 @@ impl TopicConfig {
     }
 }
 
+/// A queue group's settings (SQS-like); every key has a default, unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// How long a received record stays invisible to other receivers unless acked, nacked or extended.
+    pub visibility_timeout_ms: u64,
+    /// Deliveries after which an unacknowledged record goes to the dead-letter topic, 1..=1000.
+    pub max_deliveries: u32,
+    /// Most records leased at once across the group's consumers (backpressure), 1..=100000.
+    pub max_in_flight: u32,
+    /// Records become available this long after they were published (SQS `DelaySeconds`).
+    pub delivery_delay_ms: u64,
+    /// Where dead letters go; `null` means `<topic>.<group>.dlq` (created on demand, one partition).
+    pub dead_letter_topic: Option<String>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            visibility_timeout_ms: 30_000,
+            max_deliveries: 5,
+            max_in_flight: 1000,
+            delivery_delay_ms: 0,
+            dead_letter_topic: None,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Checks every value; pure.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidConfig`] naming the first key out of range.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let bad = |field, message: String| Err(BrokerError::InvalidConfig { field, message });
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        if !(1..=12 * 3600 * 1000).contains(&self.visibility_timeout_ms) {
+            return bad(
+                "visibility_timeout_ms",
+                format!("must be 1..=43200000 (12 h), got {}", self.visibility_timeout_ms),
+            );
+        }
+        if !(1..=1000).contains(&self.max_deliveries) {
+            return bad(
+                "max_deliveries",
+                format!("must be 1..=1000, got {}", self.max_deliveries),
+            );
+        }
+        if !(1..=100_000).contains(&self.max_in_flight) {
+            return bad(
+                "max_in_flight",
+                format!("must be 1..=100000, got {}", self.max_in_flight),
+            );
+        }
+        if self.delivery_delay_ms > 14 * DAY_MS {
+            return bad(
+                "delivery_delay_ms",
+                format!("must be at most 14 days, got {}", self.delivery_delay_ms),
+            );
+        }
+        if let Some(t) = &self.dead_letter_topic {
+            crate::names::validate_name("dead_letter_topic", t)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

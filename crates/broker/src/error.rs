@@ -80,6 +80,25 @@ pub enum BrokerError {
         /// The topic's limit.
         max: usize,
     },
+    /// The queue group exists with other settings.
+    #[error("queue group `{group}` on topic `{topic}` already exists with other settings")]
+    QueueExists {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+    },
+    /// An ack, nack or extend for a record the queue group has not leased out (never delivered, already
+    /// acknowledged, or its lease expired and it was handed to another consumer).
+    #[error("record {partition}/{offset} is not leased by queue group `{group}`")]
+    NotLeased {
+        /// The group.
+        group: String,
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: u64,
+    },
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,

@@ -19,12 +19,14 @@ mod config;
 mod error;
 mod meta;
 mod names;
+mod queue;
 
 pub use crate::broker::{
     Broker, FetchLimits, GroupPartition, PartitionInfo, Produce, Produced, SeekTo, StoredRecord, TopicInfo,
     partition_for_key,
 };
-pub use crate::config::{MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, TopicConfig};
+pub use crate::config::{MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, QueueConfig, TopicConfig};
 pub use crate::error::{BrokerError, Result};
 pub use crate::names::{MAX_NAME_LEN, validate_name};
+pub use crate::queue::{Leased, QueueInfo, ReceiveOptions};
 pub use ferry_log::{FsyncPolicy, Header};

@@ -11,11 +11,11 @@
 //! {"op":"offsets_committed","group":"billing","topic":"orders","offsets":[[0,17],[3,2]]}
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::TopicConfig;
+use crate::config::{QueueConfig, TopicConfig};
 
 /// One metadata change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,75 @@ pub(crate) enum MetaEvent {
         topic: String,
         offsets: Vec<(u32, u64)>,
     },
+    QueueCreated {
+        group: String,
+        topic: String,
+        config: QueueConfig,
+    },
+    /// Records handed out by a queue group: `[partition, offset, delivery count]`. Written before the
+    /// records are returned, so `max_deliveries` holds across restarts.
+    QueueDelivered {
+        group: String,
+        topic: String,
+        deliveries: Vec<(u32, u64, u32)>,
+    },
+    /// Records a queue group finished (acknowledged or dead-lettered): `[partition, offset]`.
+    QueueDone {
+        group: String,
+        topic: String,
+        done: Vec<(u32, u64)>,
+    },
+}
+
+/// What a queue group has durably recorded about one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct QueuePartition {
+    /// Every offset below this is done.
+    pub floor: u64,
+    /// Done offsets at or above `floor`.
+    pub done: BTreeSet<u64>,
+    /// Delivered, not yet done: offset -> times delivered.
+    pub deliveries: BTreeMap<u64, u32>,
+}
+
+impl QueuePartition {
+    pub fn finish(&mut self, offset: u64) {
+        self.deliveries.remove(&offset);
+        if offset < self.floor {
+            return;
+        }
+        self.done.insert(offset);
+        while self.done.remove(&self.floor) {
+            self.floor += 1;
+        }
+    }
+
+    /// Forgets everything below `start` (deleted by retention).
+    pub fn advance_to(&mut self, start: u64) {
+        if start > self.floor {
+            self.floor = start;
+            self.done = self.done.split_off(&start);
+            self.deliveries = self.deliveries.split_off(&start);
+            while self.done.remove(&self.floor) {
+                self.floor += 1;
+            }
+        }
+    }
+
+    /// The first offset never handed out.
+    pub fn cursor(&self) -> u64 {
+        let after = |o: Option<&u64>| o.map_or(0, |o| o + 1);
+        self.floor
+            .max(after(self.done.last()))
+            .max(after(self.deliveries.keys().next_back()))
+    }
+}
+
+/// A queue group's durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueueState {
+    pub config: QueueConfig,
+    pub partitions: BTreeMap<u32, QueuePartition>,
 }
 
 /// The metadata as of some point in the meta log.
@@ -45,6 +114,8 @@ pub(crate) struct MetaState {
     pub topics: BTreeMap<String, (u64, TopicConfig)>,
     /// (group, topic) -> partition -> committed offset.
     pub offsets: BTreeMap<(String, String), BTreeMap<u32, u64>>,
+    /// (group, topic) -> queue group state.
+    pub queues: BTreeMap<(String, String), QueueState>,
     /// The id the next topic gets (ids are never reused, so a re-created topic gets fresh directories).
     pub next_topic_id: u64,
 }
@@ -59,6 +130,37 @@ impl MetaState {
             MetaEvent::TopicDeleted { name } => {
                 self.topics.remove(name);
                 self.offsets.retain(|(_, topic), _| topic != name);
+                self.queues.retain(|(_, topic), _| topic != name);
+            }
+            MetaEvent::QueueCreated { group, topic, config } => {
+                self.queues.insert(
+                    (group.clone(), topic.clone()),
+                    QueueState {
+                        config: config.clone(),
+                        partitions: BTreeMap::new(),
+                    },
+                );
+            }
+            MetaEvent::QueueDelivered {
+                group,
+                topic,
+                deliveries,
+            } => {
+                if let Some(q) = self.queues.get_mut(&(group.clone(), topic.clone())) {
+                    for &(p, offset, count) in deliveries {
+                        let part = q.partitions.entry(p).or_default();
+                        if offset >= part.floor && !part.done.contains(&offset) {
+                            part.deliveries.insert(offset, count);
+                        }
+                    }
+                }
+            }
+            MetaEvent::QueueDone { group, topic, done } => {
+                if let Some(q) = self.queues.get_mut(&(group.clone(), topic.clone())) {
+                    for &(p, offset) in done {
+                        q.partitions.entry(p).or_default().finish(offset);
+                    }
+                }
             }
             MetaEvent::OffsetsCommitted {
                 group,

@@ -1,0 +1,578 @@
+//! Queue groups (SQS, RabbitMQ queues, Kafka share groups) over a topic's partitions.
+//!
+//! A receiver leases records for a visibility timeout; `ack` finishes a record, `nack` (optionally with a
+//! delay) or an expired lease makes it available again. Each delivery is counted durably before the
+//! record is handed out; a record delivered `max_deliveries` times without an ack goes to the dead-letter
+//! topic with headers naming why and where it came from.
+//!
+//! Durable per partition (in the meta log): a floor below which everything is done, the done offsets
+//! above it, and the delivery count of every delivered, unfinished record. In memory only: leases, nack
+//! delays and the last failure of each record. After a restart every leased record is available again
+//! (at-least-once); acknowledged records are never delivered again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ferry_log::Header;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::broker::{Broker, StoredRecord, Topic, lock, partition_log, read_partition};
+use crate::config::{QueueConfig, TopicConfig};
+use crate::error::{BrokerError, Result};
+use crate::meta::{MetaEvent, QueuePartition};
+use crate::names::validate_name;
+use crate::{FetchLimits, Produce};
+
+/// Options of one receive call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveOptions {
+    /// At most this many records.
+    pub max_records: usize,
+    /// Wait up to this long when nothing is available (long-poll).
+    pub max_wait: Duration,
+    /// Lease length for this call; the group's `visibility_timeout_ms` when `None`.
+    pub visibility_timeout: Option<Duration>,
+}
+
+impl Default for ReceiveOptions {
+    fn default() -> Self {
+        Self {
+            max_records: 10,
+            max_wait: Duration::ZERO,
+            visibility_timeout: None,
+        }
+    }
+}
+
+/// A record leased to a receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leased {
+    /// The record.
+    pub record: StoredRecord,
+    /// How many times it has been delivered, this time included.
+    pub deliveries: u32,
+    /// When the lease ends (ms since the epoch) unless acked, nacked or extended.
+    pub lease_expires_ms: i64,
+}
+
+/// A queue group's settings and state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueInfo {
+    /// Group name.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Settings.
+    pub config: QueueConfig,
+    /// The dead-letter topic in use.
+    pub dead_letter_topic: String,
+    /// Records published and not yet done (acked or dead-lettered), leased ones included.
+    pub depth: u64,
+    /// Records leased right now.
+    pub in_flight: u64,
+}
+
+/// Leases and delays of one queue group, per partition.
+#[derive(Debug, Default)]
+pub(crate) struct QueueRuntime {
+    partitions: BTreeMap<u32, PartitionRuntime>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionRuntime {
+    /// offset -> lease deadline.
+    leases: BTreeMap<u64, Instant>,
+    /// offset -> not before (after a nack with delay).
+    delayed: BTreeMap<u64, Instant>,
+    /// offset -> why its last delivery failed.
+    failure: HashMap<u64, &'static str>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn dead_letter_topic(config: &QueueConfig, group: &str, topic: &str) -> String {
+    config
+        .dead_letter_topic
+        .clone()
+        .unwrap_or_else(|| format!("{topic}.{group}.dlq"))
+}
+
+fn queue_key(group: &str, topic: &str) -> (String, String) {
+    (group.to_string(), topic.to_string())
+}
+
+impl Broker {
+    /// Creates a queue group on a topic; creating it again with the same settings is a no-op.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidName`], [`BrokerError::InvalidConfig`], [`BrokerError::TopicNotFound`],
+    /// [`BrokerError::QueueExists`] with other settings.
+    pub async fn create_queue(&self, group: &str, topic: &str, config: QueueConfig) -> Result<QueueInfo> {
+        validate_name("group", group)?;
+        config.validate()?;
+        let t = self.topic(topic)?;
+        let dlq = dead_letter_topic(&config, group, &t.name);
+        validate_name("dead_letter_topic", &dlq)?;
+        let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
+        let _guard = lock_.lock().await;
+        let existing = lock(&self.inner.state)
+            .meta
+            .queues
+            .get(&queue_key(group, &t.name))
+            .map(|q| q.config.clone());
+        match existing {
+            Some(c) if c == config => {}
+            Some(_) => {
+                return Err(BrokerError::QueueExists {
+                    group: group.into(),
+                    topic: t.name.clone(),
+                });
+            }
+            None => {
+                self.commit_meta(MetaEvent::QueueCreated {
+                    group: group.into(),
+                    topic: t.name.clone(),
+                    config,
+                })
+                .await?;
+            }
+        }
+        self.queue_info(group, topic)
+    }
+
+    /// A queue group's settings, depth and in-flight count.
+    ///
+    /// # Errors
+    /// [`BrokerError::TopicNotFound`], [`BrokerError::GroupNotFound`].
+    pub fn queue_info(&self, group: &str, topic: &str) -> Result<QueueInfo> {
+        validate_name("group", group)?;
+        let t = self.topic(topic)?;
+        let state = lock(&self.inner.state);
+        let key = queue_key(group, &t.name);
+        let q = state
+            .meta
+            .queues
+            .get(&key)
+            .ok_or_else(|| BrokerError::GroupNotFound {
+                group: group.into(),
+                topic: t.name.clone(),
+            })?;
+        let now = Instant::now();
+        let mut depth = 0;
+        for (p, log) in t.partitions.iter().enumerate() {
+            let mut part = q.partitions.get(&(p as u32)).cloned().unwrap_or_default();
+            part.advance_to(log.start_offset());
+            depth += log.next_offset().saturating_sub(part.floor) - part.done.len() as u64;
+        }
+        let in_flight = state.queues.get(&key).map_or(0, |r| {
+            r.partitions
+                .values()
+                .map(|p| p.leases.values().filter(|d| **d > now).count() as u64)
+                .sum()
+        });
+        Ok(QueueInfo {
+            group: group.into(),
+            topic: t.name.clone(),
+            dead_letter_topic: dead_letter_topic(&q.config, group, &t.name),
+            config: q.config.clone(),
+            depth,
+            in_flight,
+        })
+    }
+
+    /// Leases up to `max_records` available records (redeliveries first, then new ones), waiting up to
+    /// `max_wait` when none is available. Creates the queue group with default settings on first use.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidName`], [`BrokerError::TopicNotFound`], [`BrokerError::Storage`].
+    pub async fn receive(&self, group: &str, topic: &str, options: ReceiveOptions) -> Result<Vec<Leased>> {
+        validate_name("group", group)?;
+        let t = self.topic(topic)?;
+        if !lock(&self.inner.state)
+            .meta
+            .queues
+            .contains_key(&queue_key(group, &t.name))
+        {
+            self.create_queue(group, topic, QueueConfig::default()).await?;
+        }
+        let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
+        let deadline = Instant::now() + options.max_wait;
+        loop {
+            let notified = t.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (leased, next_wake) = {
+                let _guard = lock_.lock().await;
+                self.receive_once(group, &t, options).await?
+            };
+            if !leased.is_empty() || Instant::now() >= deadline {
+                return Ok(leased);
+            }
+            let wake = next_wake.map_or(deadline, |w| w.min(deadline));
+            let _ = tokio::time::timeout_at(wake, notified).await;
+        }
+    }
+
+    async fn receive_once(
+        &self,
+        group: &str,
+        t: &Arc<Topic>,
+        options: ReceiveOptions,
+    ) -> Result<(Vec<Leased>, Option<Instant>)> {
+        let key = queue_key(group, &t.name);
+        let now = Instant::now();
+        let wall = now_ms();
+        let mut next_wake: Option<Instant> = None;
+        let mut wake_at = |w: Instant| next_wake = Some(next_wake.map_or(w, |n| n.min(w)));
+
+        // Snapshot the durable state, expire leases, and pick what to hand out.
+        let (config, parts) = {
+            let mut state = lock(&self.inner.state);
+            let q = state
+                .meta
+                .queues
+                .get(&key)
+                .ok_or_else(|| BrokerError::GroupNotFound {
+                    group: group.into(),
+                    topic: t.name.clone(),
+                })?;
+            let config = q.config.clone();
+            let parts: Vec<QueuePartition> = (0..t.partitions.len() as u32)
+                .map(|p| {
+                    let mut part = q.partitions.get(&p).cloned().unwrap_or_default();
+                    part.advance_to(t.partitions[p as usize].start_offset());
+                    part
+                })
+                .collect();
+            let runtime = state.queues.entry(key.clone()).or_default();
+            for rt in runtime.partitions.values_mut() {
+                let expired: Vec<u64> = rt
+                    .leases
+                    .iter()
+                    .filter(|(_, d)| **d <= now)
+                    .map(|(o, _)| *o)
+                    .collect();
+                for o in expired {
+                    rt.leases.remove(&o);
+                    rt.failure.insert(o, "visibility_timeout");
+                }
+            }
+            (config, parts)
+        };
+        let in_flight: usize = {
+            let state = lock(&self.inner.state);
+            state
+                .queues
+                .get(&key)
+                .map_or(0, |r| r.partitions.values().map(|p| p.leases.len()).sum())
+        };
+        let budget = options
+            .max_records
+            .min((config.max_in_flight as usize).saturating_sub(in_flight));
+        let visibility = options
+            .visibility_timeout
+            .unwrap_or(Duration::from_millis(config.visibility_timeout_ms));
+
+        let mut chosen: Vec<(StoredRecord, u32)> = Vec::new();
+        let mut dead: Vec<(StoredRecord, u32, &'static str)> = Vec::new();
+        let n = t.partitions.len();
+        let first = t.round_robin.load(std::sync::atomic::Ordering::Relaxed) as usize % n;
+        for k in 0..n {
+            if chosen.len() >= budget {
+                break;
+            }
+            let p = ((first + k) % n) as u32;
+            let part = &parts[p as usize];
+            let log = partition_log(t, p)?;
+            // Redeliveries: delivered before, not leased, not held back.
+            let redeliver: Vec<(u64, u32, &'static str)> = {
+                let state = lock(&self.inner.state);
+                let rt = state.queues.get(&key).and_then(|r| r.partitions.get(&p));
+                part.deliveries
+                    .iter()
+                    .filter(|(o, _)| !rt.is_some_and(|rt| rt.leases.contains_key(o)))
+                    .filter(|(o, _)| match rt.and_then(|rt| rt.delayed.get(o)) {
+                        Some(until) if *until > now => {
+                            wake_at(*until);
+                            false
+                        }
+                        _ => true,
+                    })
+                    .map(|(o, c)| {
+                        (
+                            *o,
+                            *c,
+                            rt.and_then(|rt| rt.failure.get(o).copied()).unwrap_or("restart"),
+                        )
+                    })
+                    .collect()
+            };
+            for (offset, count, why) in redeliver {
+                if chosen.len() >= budget {
+                    break;
+                }
+                let limits = FetchLimits {
+                    max_records: 1,
+                    max_bytes: 1,
+                    max_wait: Duration::ZERO,
+                };
+                let Some(record) = read_partition(t, p, log.clone(), offset, limits)
+                    .await?
+                    .into_iter()
+                    .next()
+                else {
+                    continue;
+                };
+                if count >= config.max_deliveries {
+                    dead.push((record, count, why));
+                } else {
+                    chosen.push((record, count + 1));
+                }
+            }
+            // New records, from the first never handed out.
+            let mut cursor = part.cursor();
+            while chosen.len() < budget && cursor < log.next_offset() {
+                let limits = FetchLimits {
+                    max_records: budget - chosen.len(),
+                    max_bytes: 1 << 20,
+                    max_wait: Duration::ZERO,
+                };
+                let records = read_partition(t, p, log.clone(), cursor, limits).await?;
+                if records.is_empty() {
+                    break;
+                }
+                let mut held_back = false;
+                for r in records {
+                    let available_ms = r.timestamp.saturating_add(config.delivery_delay_ms as i64);
+                    if available_ms > wall {
+                        wake_at(now + Duration::from_millis((available_ms - wall) as u64));
+                        held_back = true;
+                        break;
+                    }
+                    cursor = r.offset + 1;
+                    chosen.push((r, 1));
+                }
+                if held_back {
+                    break;
+                }
+            }
+        }
+        {
+            // A lease that ends makes its record available again: wake a waiting receiver then.
+            let state = lock(&self.inner.state);
+            if let Some(d) = state
+                .queues
+                .get(&key)
+                .and_then(|r| r.partitions.values().flat_map(|p| p.leases.values()).min())
+            {
+                wake_at(*d);
+            }
+        }
+
+        if !dead.is_empty() {
+            self.dead_letter(group, t, &config, &dead).await?;
+        }
+        if chosen.is_empty() {
+            return Ok((Vec::new(), next_wake));
+        }
+        let deliveries = chosen.iter().map(|(r, c)| (r.partition, r.offset, *c)).collect();
+        self.commit_meta(MetaEvent::QueueDelivered {
+            group: group.into(),
+            topic: t.name.clone(),
+            deliveries,
+        })
+        .await?;
+        let expires = Instant::now() + visibility;
+        let expires_ms = now_ms() + visibility.as_millis() as i64;
+        let mut state = lock(&self.inner.state);
+        let runtime = state.queues.entry(key).or_default();
+        let out = chosen
+            .into_iter()
+            .map(|(record, deliveries)| {
+                let rt = runtime.partitions.entry(record.partition).or_default();
+                rt.leases.insert(record.offset, expires);
+                rt.delayed.remove(&record.offset);
+                rt.failure.remove(&record.offset);
+                Leased {
+                    record,
+                    deliveries,
+                    lease_expires_ms: expires_ms,
+                }
+            })
+            .collect();
+        Ok((out, next_wake))
+    }
+
+    /// Publishes dead letters to the group's dead-letter topic, then marks them done.
+    async fn dead_letter(
+        &self,
+        group: &str,
+        t: &Topic,
+        config: &QueueConfig,
+        dead: &[(StoredRecord, u32, &'static str)],
+    ) -> Result<()> {
+        let dlq = dead_letter_topic(config, group, &t.name);
+        if self.topic(&dlq).is_err() {
+            match self.create_topic(&dlq, TopicConfig::default()).await {
+                Ok(_) | Err(BrokerError::TopicExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let letters = dead
+            .iter()
+            .map(|(r, count, why)| {
+                let mut headers = r.headers.clone();
+                let mut add = |k: &str, v: String| {
+                    headers.push(Header {
+                        key: k.into(),
+                        value: Bytes::from(v),
+                    })
+                };
+                add(
+                    "ferry-dlq-reason",
+                    format!(
+                        "max_deliveries ({}) reached; last failure: {why}",
+                        config.max_deliveries
+                    ),
+                );
+                add("ferry-dlq-topic", t.name.clone());
+                add("ferry-dlq-group", group.to_string());
+                add("ferry-dlq-partition", r.partition.to_string());
+                add("ferry-dlq-offset", r.offset.to_string());
+                add("ferry-dlq-deliveries", count.to_string());
+                Produce {
+                    key: r.key.clone(),
+                    headers,
+                    value: r.value.clone(),
+                    timestamp: None,
+                    partition: None,
+                }
+            })
+            .collect();
+        self.publish(&dlq, letters).await?;
+        let done = dead.iter().map(|(r, ..)| (r.partition, r.offset)).collect();
+        self.commit_meta(MetaEvent::QueueDone {
+            group: group.into(),
+            topic: t.name.clone(),
+            done,
+        })
+        .await?;
+        tracing::warn!(group, topic = %t.name, dead_letter_topic = %dlq, records = dead.len(), "records dead-lettered");
+        Ok(())
+    }
+
+    /// Checks that every record is currently leased by the group.
+    fn check_leased(&self, group: &str, t: &Topic, records: &[(u32, u64)]) -> Result<()> {
+        let now = Instant::now();
+        let state = lock(&self.inner.state);
+        let rt = state.queues.get(&queue_key(group, &t.name));
+        for &(p, o) in records {
+            partition_log(t, p)?;
+            let leased = rt
+                .and_then(|r| r.partitions.get(&p))
+                .and_then(|r| r.leases.get(&o))
+                .is_some_and(|d| *d > now);
+            if !leased {
+                return Err(BrokerError::NotLeased {
+                    group: group.into(),
+                    partition: p,
+                    offset: o,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes leased records: they are never delivered again.
+    ///
+    /// # Errors
+    /// [`BrokerError::NotLeased`] (nothing is acknowledged then), [`BrokerError::TopicNotFound`].
+    pub async fn ack(&self, group: &str, topic: &str, records: &[(u32, u64)]) -> Result<()> {
+        validate_name("group", group)?;
+        let t = self.topic(topic)?;
+        let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
+        let _guard = lock_.lock().await;
+        self.check_leased(group, &t, records)?;
+        self.commit_meta(MetaEvent::QueueDone {
+            group: group.into(),
+            topic: t.name.clone(),
+            done: records.to_vec(),
+        })
+        .await?;
+        let mut state = lock(&self.inner.state);
+        if let Some(rt) = state.queues.get_mut(&queue_key(group, &t.name)) {
+            for &(p, o) in records {
+                if let Some(r) = rt.partitions.get_mut(&p) {
+                    r.leases.remove(&o);
+                    r.failure.remove(&o);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives leased records back: available again after `delay` (at once for zero).
+    ///
+    /// # Errors
+    /// [`BrokerError::NotLeased`] (nothing changes then), [`BrokerError::TopicNotFound`].
+    pub async fn nack(
+        &self,
+        group: &str,
+        topic: &str,
+        records: &[(u32, u64)],
+        delay: Duration,
+    ) -> Result<()> {
+        validate_name("group", group)?;
+        let t = self.topic(topic)?;
+        let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
+        let _guard = lock_.lock().await;
+        self.check_leased(group, &t, records)?;
+        {
+            let until = Instant::now() + delay;
+            let mut state = lock(&self.inner.state);
+            let rt = state.queues.entry(queue_key(group, &t.name)).or_default();
+            for &(p, o) in records {
+                let r = rt.partitions.entry(p).or_default();
+                r.leases.remove(&o);
+                r.failure.insert(o, "nack");
+                if !delay.is_zero() {
+                    r.delayed.insert(o, until);
+                }
+            }
+        }
+        t.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Extends the leases of records to `visibility` from now.
+    ///
+    /// # Errors
+    /// [`BrokerError::NotLeased`] (nothing changes then), [`BrokerError::TopicNotFound`].
+    pub async fn extend(
+        &self,
+        group: &str,
+        topic: &str,
+        records: &[(u32, u64)],
+        visibility: Duration,
+    ) -> Result<()> {
+        validate_name("group", group)?;
+        let t = self.topic(topic)?;
+        let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
+        let _guard = lock_.lock().await;
+        self.check_leased(group, &t, records)?;
+        let until = Instant::now() + visibility;
+        let mut state = lock(&self.inner.state);
+        let rt = state.queues.entry(queue_key(group, &t.name)).or_default();
+        for &(p, o) in records {
+            rt.partitions.entry(p).or_default().leases.insert(o, until);
+        }
+        Ok(())
+    }
+}
