@@ -224,13 +224,15 @@ impl Broker {
             segment_bytes: 64 * 1024 * 1024,
             ..LogConfig::default()
         };
-        let meta_log = Log::open(dir.join("meta"), meta_config)?;
-        let mut meta = MetaState::default();
-        for record in meta_log.reader(meta_log.start_offset())? {
-            let record = record?;
-            let event: MetaEvent = serde_json::from_slice(&record.value)
-                .map_err(|e| BrokerError::Metadata(format!("meta record {}: {e}", record.offset)))?;
-            meta.apply(&event);
+        fs::create_dir_all(&dir).map_err(|e| BrokerError::Metadata(format!("{}: {e}", dir.display())))?;
+        finish_meta_swap(&dir)?;
+        let mut meta_log = Log::open(dir.join("meta"), meta_config.clone())?;
+        let meta = replay(&meta_log)?;
+        if meta_log.next_offset() - meta_log.start_offset() > META_COMPACT_EVENTS {
+            // Replaying grows with the number of events: start from one snapshot instead.
+            drop(meta_log);
+            compact_meta(&dir, &meta, &meta_config)?;
+            meta_log = Log::open(dir.join("meta"), meta_config)?;
         }
         let mut topics = HashMap::new();
         for (name, (id, config)) in &meta.topics {
@@ -779,6 +781,61 @@ fn open_topic(data: &Path, name: &str, id: u64, config: &TopicConfig) -> Result<
         notify,
         round_robin: AtomicU32::new(0),
     })
+}
+
+/// Meta logs with more events than this are compacted into one snapshot when the broker opens.
+const META_COMPACT_EVENTS: u64 = 10_000;
+
+fn replay(meta_log: &Log) -> Result<MetaState> {
+    let mut meta = MetaState::default();
+    for record in meta_log.reader(meta_log.start_offset())? {
+        let record = record?;
+        let event: MetaEvent = serde_json::from_slice(&record.value)
+            .map_err(|e| BrokerError::Metadata(format!("meta record {}: {e}", record.offset)))?;
+        meta.apply(&event);
+    }
+    Ok(meta)
+}
+
+fn meta_io(what: &'static str) -> impl Fn(std::io::Error) -> BrokerError {
+    move |e| BrokerError::Metadata(format!("{what}: {e}"))
+}
+
+/// Writes the state as one snapshot into `meta.new`, then swaps it in for `meta` by renames, so that a
+/// crash at any point leaves one complete meta log (see [`finish_meta_swap`]).
+fn compact_meta(dir: &Path, meta: &MetaState, config: &LogConfig) -> Result<()> {
+    let new = dir.join("meta.new");
+    if new.exists() {
+        fs::remove_dir_all(&new).map_err(meta_io("removing meta.new"))?;
+    }
+    let value = serde_json::to_vec(&MetaEvent::Snapshot(meta.snapshot()))
+        .map_err(|e| BrokerError::Metadata(e.to_string()))?;
+    let log = Log::open(&new, config.clone())?;
+    log.append(&[NewRecord::value(value)])?;
+    log.close()?;
+    fs::rename(dir.join("meta"), dir.join("meta.old")).map_err(meta_io("renaming meta"))?;
+    fs::rename(&new, dir.join("meta")).map_err(meta_io("renaming meta.new"))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(meta_io("syncing the data directory"))?;
+    fs::remove_dir_all(dir.join("meta.old")).map_err(meta_io("removing meta.old"))?;
+    tracing::info!(dir = %dir.display(), "compacted the metadata log into a snapshot");
+    Ok(())
+}
+
+/// Completes or rolls back a compaction that a crash interrupted.
+fn finish_meta_swap(dir: &Path) -> Result<()> {
+    let (meta, new, old) = (dir.join("meta"), dir.join("meta.new"), dir.join("meta.old"));
+    if !meta.exists() && new.exists() {
+        // Crashed between the two renames: meta.new is complete (it was closed before the first).
+        fs::rename(&new, &meta).map_err(meta_io("renaming meta.new"))?;
+    }
+    for leftover in [new, old] {
+        if leftover.exists() {
+            fs::remove_dir_all(&leftover).map_err(meta_io("removing an interrupted compaction"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Directories of topics that were deleted (or whose creation never committed) are removed at start.

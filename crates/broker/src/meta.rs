@@ -54,6 +54,25 @@ pub(crate) enum MetaEvent {
         topic: String,
         done: Vec<(u32, u64)>,
     },
+    /// The whole state; replaces everything before it. Written as the only event of a compacted meta log.
+    Snapshot(Snapshot),
+}
+
+/// [`MetaState`] in a form JSON can hold (no tuple map keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Snapshot {
+    next_topic_id: u64,
+    topics: Vec<(String, u64, TopicConfig)>,
+    offsets: Vec<(String, String, Vec<(u32, u64)>)>,
+    /// (group, topic, config, [(partition, floor, done, [(offset, deliveries)])]).
+    #[allow(clippy::type_complexity)]
+    queues: Vec<(
+        String,
+        String,
+        QueueConfig,
+        Vec<(u32, u64, Vec<u64>, Vec<(u64, u32)>)>,
+    )>,
 }
 
 /// What a queue group has durably recorded about one partition.
@@ -121,8 +140,77 @@ pub(crate) struct MetaState {
 }
 
 impl MetaState {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            next_topic_id: self.next_topic_id,
+            topics: self
+                .topics
+                .iter()
+                .map(|(n, (id, c))| (n.clone(), *id, c.clone()))
+                .collect(),
+            offsets: self
+                .offsets
+                .iter()
+                .map(|((g, t), o)| (g.clone(), t.clone(), o.iter().map(|(p, o)| (*p, *o)).collect()))
+                .collect(),
+            queues: self
+                .queues
+                .iter()
+                .map(|((g, t), q)| {
+                    let parts = q
+                        .partitions
+                        .iter()
+                        .map(|(p, s)| {
+                            let done = s.done.iter().copied().collect();
+                            let deliveries = s.deliveries.iter().map(|(o, c)| (*o, *c)).collect();
+                            (*p, s.floor, done, deliveries)
+                        })
+                        .collect();
+                    (g.clone(), t.clone(), q.config.clone(), parts)
+                })
+                .collect(),
+        }
+    }
+
+    fn restore(snapshot: &Snapshot) -> Self {
+        let mut state = MetaState {
+            next_topic_id: snapshot.next_topic_id,
+            ..MetaState::default()
+        };
+        for (name, id, config) in &snapshot.topics {
+            state.topics.insert(name.clone(), (*id, config.clone()));
+        }
+        for (group, topic, offsets) in &snapshot.offsets {
+            state
+                .offsets
+                .insert((group.clone(), topic.clone()), offsets.iter().copied().collect());
+        }
+        for (group, topic, config, parts) in &snapshot.queues {
+            let partitions = parts
+                .iter()
+                .map(|(p, floor, done, deliveries)| {
+                    let part = QueuePartition {
+                        floor: *floor,
+                        done: done.iter().copied().collect(),
+                        deliveries: deliveries.iter().copied().collect(),
+                    };
+                    (*p, part)
+                })
+                .collect();
+            state.queues.insert(
+                (group.clone(), topic.clone()),
+                QueueState {
+                    config: config.clone(),
+                    partitions,
+                },
+            );
+        }
+        state
+    }
+
     pub fn apply(&mut self, event: &MetaEvent) {
         match event {
+            MetaEvent::Snapshot(snapshot) => *self = Self::restore(snapshot),
             MetaEvent::TopicCreated { name, id, config } => {
                 self.topics.insert(name.clone(), (*id, config.clone()));
                 self.next_topic_id = self.next_topic_id.max(id + 1);
@@ -203,5 +291,50 @@ mod tests {
         }
         assert!(state.topics.is_empty() && state.offsets.is_empty());
         assert_eq!(state.next_topic_id, 8);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_state() {
+        let mut state = MetaState::default();
+        let events = [
+            MetaEvent::TopicCreated {
+                name: "t".into(),
+                id: 3,
+                config: TopicConfig::default(),
+            },
+            MetaEvent::OffsetsCommitted {
+                group: "g".into(),
+                topic: "t".into(),
+                offsets: vec![(0, 5)],
+            },
+            MetaEvent::QueueCreated {
+                group: "q".into(),
+                topic: "t".into(),
+                config: QueueConfig::default(),
+            },
+            MetaEvent::QueueDelivered {
+                group: "q".into(),
+                topic: "t".into(),
+                deliveries: vec![(0, 0, 1), (0, 1, 2), (0, 2, 1)],
+            },
+            MetaEvent::QueueDone {
+                group: "q".into(),
+                topic: "t".into(),
+                done: vec![(0, 0), (0, 2)],
+            },
+        ];
+        for e in &events {
+            state.apply(e);
+        }
+        let json = serde_json::to_vec(&MetaEvent::Snapshot(state.snapshot())).unwrap();
+        let mut restored = MetaState::default();
+        restored.apply(&serde_json::from_slice(&json).unwrap());
+        assert_eq!(restored.topics, state.topics);
+        assert_eq!(restored.offsets, state.offsets);
+        assert_eq!(restored.queues, state.queues);
+        assert_eq!(restored.next_topic_id, 4);
+        let q = &restored.queues[&("q".to_string(), "t".to_string())].partitions[&0];
+        assert_eq!((q.floor, q.cursor()), (1, 3));
+        assert_eq!(q.deliveries.get(&1), Some(&2));
     }
 }

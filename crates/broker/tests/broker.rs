@@ -393,3 +393,91 @@ async fn seek_moves_a_group_to_earliest_latest_an_offset_or_a_time() {
     assert_eq!(broker.group_offsets("g", "t").unwrap()[0].committed, Some(3));
     assert_eq!(broker.group_fetch("g", "t", all()).await.unwrap().len(), 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_metadata_log_is_compacted_into_a_snapshot_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", topic(2)).await.unwrap();
+    broker
+        .publish("t", (0..100).map(|i| keyed(&format!("k{i}"), "v")).collect())
+        .await
+        .unwrap();
+    let ends: Vec<(u32, u64)> = broker
+        .describe_topic("t")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.next_offset))
+        .collect();
+    // More than 10,000 metadata events, 64 at a time so they share fsyncs.
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                for j in 0..160u64 {
+                    broker
+                        .commit(&format!("g{i}"), "t", &[(0, j % 10)])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    broker.commit("final", "t", &ends).await.unwrap();
+    let got = broker
+        .receive(
+            "q",
+            "t",
+            ferry_broker::ReceiveOptions {
+                max_records: 5,
+                ..Default::default()
+            },
+        )
+        .await;
+    let leased = got.unwrap();
+    broker
+        .ack("q", "t", &[(leased[0].record.partition, leased[0].record.offset)])
+        .await
+        .unwrap();
+    drop(broker);
+
+    let meta_before = dir_size(&dir.path().join("meta"));
+    let broker = Broker::open(dir.path()).unwrap();
+    let meta_after = dir_size(&dir.path().join("meta"));
+    assert!(
+        meta_after * 20 < meta_before,
+        "meta log {meta_before} -> {meta_after} bytes"
+    );
+    for i in 0..64 {
+        assert_eq!(
+            broker.group_offsets(&format!("g{i}"), "t").unwrap()[0].committed,
+            Some(9)
+        );
+    }
+    let lag: u64 = broker
+        .group_offsets("final", "t")
+        .unwrap()
+        .iter()
+        .map(|p| p.lag)
+        .sum();
+    assert_eq!(lag, 0);
+    assert_eq!(broker.queue_info("q", "t").unwrap().depth, 99);
+    drop(broker);
+
+    // A compaction interrupted between its two renames is completed on the next open.
+    std::fs::rename(dir.path().join("meta"), dir.path().join("meta.new")).unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.group_offsets("g0", "t").unwrap()[0].committed, Some(9));
+    assert!(!dir.path().join("meta.new").exists());
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
