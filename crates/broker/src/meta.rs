@@ -61,12 +61,12 @@ pub(crate) enum MetaEvent {
 /// [`MetaState`] in a form JSON can hold (no tuple map keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(clippy::type_complexity)] // plain tuples keep the JSON compact; they exist only here
 pub(crate) struct Snapshot {
     next_topic_id: u64,
     topics: Vec<(String, u64, TopicConfig)>,
     offsets: Vec<(String, String, Vec<(u32, u64)>)>,
     /// (group, topic, config, [(partition, floor, done, [(offset, deliveries)])]).
-    #[allow(clippy::type_complexity)]
     queues: Vec<(
         String,
         String,
