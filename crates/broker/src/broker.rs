@@ -157,6 +157,8 @@ pub(crate) struct State {
     pub topics: HashMap<String, Arc<Topic>>,
     /// Leases and delays of queue groups (not durable: after a restart every leased record is available).
     pub queues: HashMap<GroupKey, crate::queue::QueueRuntime>,
+    /// Compiled filter policies of subscriptions: (group, topic) -> policy.
+    pub filters: HashMap<GroupKey, Arc<crate::filter::FilterPolicy>>,
     /// In-memory fetch positions of stream groups: (group, topic) -> partition -> next offset to fetch.
     pub positions: HashMap<(String, String), BTreeMap<u32, u64>>,
 }
@@ -240,6 +242,7 @@ impl Broker {
         }
         remove_stray_topic_dirs(&dir, &meta);
         let state = State {
+            filters: crate::subscription::compile_filters(&meta.subscriptions),
             meta,
             topics,
             queues: HashMap::new(),
@@ -485,6 +488,7 @@ impl Broker {
         let topic = self.topic(topic)?;
         let group_lock = self.group_lock(group, &topic.name);
         let _guard = group_lock.lock().await;
+        let filter = self.filter_for(group, &topic.name);
         let deadline = tokio::time::Instant::now() + limits.max_wait;
         loop {
             let notified = topic.notify.notified();
@@ -520,6 +524,13 @@ impl Broker {
                 if let Some(last) = records.last() {
                     self.set_position(group, &topic.name, p as u32, last.offset + 1);
                 }
+                let records: Vec<StoredRecord> = match &filter {
+                    Some(f) => records
+                        .into_iter()
+                        .filter(|r| f.matches(&r.headers, &r.value))
+                        .collect(),
+                    None => records,
+                };
                 bytes += records
                     .iter()
                     .map(|r| r.value.len() + r.key.as_ref().map_or(0, Bytes::len))

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{QueueConfig, TopicConfig};
+use crate::subscription::SubscriptionSpec;
 
 /// One metadata change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,15 @@ pub(crate) enum MetaEvent {
         topic: String,
         done: Vec<(u32, u64)>,
     },
+    SubscriptionCreated {
+        topic: String,
+        name: String,
+        spec: SubscriptionSpec,
+    },
+    SubscriptionDeleted {
+        topic: String,
+        name: String,
+    },
     /// The whole state; replaces everything before it. Written as the only event of a compacted meta log.
     Snapshot(Snapshot),
 }
@@ -73,6 +83,8 @@ pub(crate) struct Snapshot {
         QueueConfig,
         Vec<(u32, u64, Vec<u64>, Vec<(u64, u32)>)>,
     )>,
+    #[serde(default)]
+    subscriptions: Vec<(String, String, SubscriptionSpec)>,
 }
 
 /// What a queue group has durably recorded about one partition.
@@ -135,6 +147,8 @@ pub(crate) struct MetaState {
     pub offsets: BTreeMap<(String, String), BTreeMap<u32, u64>>,
     /// (group, topic) -> queue group state.
     pub queues: BTreeMap<(String, String), QueueState>,
+    /// (topic, name) -> subscription.
+    pub subscriptions: BTreeMap<(String, String), SubscriptionSpec>,
     /// The id the next topic gets (ids are never reused, so a re-created topic gets fresh directories).
     pub next_topic_id: u64,
 }
@@ -169,6 +183,11 @@ impl MetaState {
                     (g.clone(), t.clone(), q.config.clone(), parts)
                 })
                 .collect(),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|((t, n), spec)| (t.clone(), n.clone(), spec.clone()))
+                .collect(),
         }
     }
 
@@ -184,6 +203,11 @@ impl MetaState {
             state
                 .offsets
                 .insert((group.clone(), topic.clone()), offsets.iter().copied().collect());
+        }
+        for (topic, name, spec) in &snapshot.subscriptions {
+            state
+                .subscriptions
+                .insert((topic.clone(), name.clone()), spec.clone());
         }
         for (group, topic, config, parts) in &snapshot.queues {
             let partitions = parts
@@ -219,6 +243,16 @@ impl MetaState {
                 self.topics.remove(name);
                 self.offsets.retain(|(_, topic), _| topic != name);
                 self.queues.retain(|(_, topic), _| topic != name);
+                self.subscriptions.retain(|(topic, _), _| topic != name);
+            }
+            MetaEvent::SubscriptionCreated { topic, name, spec } => {
+                self.subscriptions
+                    .insert((topic.clone(), name.clone()), spec.clone());
+            }
+            MetaEvent::SubscriptionDeleted { topic, name } => {
+                self.subscriptions.remove(&(topic.clone(), name.clone()));
+                self.queues.remove(&(name.clone(), topic.clone()));
+                self.offsets.remove(&(name.clone(), topic.clone()));
             }
             MetaEvent::QueueCreated { group, topic, config } => {
                 self.queues.insert(

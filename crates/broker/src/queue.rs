@@ -280,6 +280,8 @@ impl Broker {
             .visibility_timeout
             .unwrap_or(Duration::from_millis(config.visibility_timeout_ms));
 
+        let filter = self.filter_for(group, &t.name);
+        let mut skipped: Vec<(u32, u64)> = Vec::new();
         let mut chosen: Vec<(StoredRecord, u32)> = Vec::new();
         let mut dead: Vec<(StoredRecord, u32, &'static str)> = Vec::new();
         let n = t.partitions.len();
@@ -357,6 +359,10 @@ impl Broker {
                         break;
                     }
                     cursor = r.offset + 1;
+                    if filter.as_ref().is_some_and(|f| !f.matches(&r.headers, &r.value)) {
+                        skipped.push((r.partition, r.offset));
+                        continue;
+                    }
                     chosen.push((r, 1));
                 }
                 if held_back {
@@ -378,6 +384,15 @@ impl Broker {
 
         if !dead.is_empty() {
             self.dead_letter(group, t, &config, &dead).await?;
+        }
+        if !skipped.is_empty() {
+            // Records the subscription's filter rejects are done for this group without a delivery.
+            self.commit_meta(MetaEvent::QueueDone {
+                group: group.into(),
+                topic: t.name.clone(),
+                done: skipped,
+            })
+            .await?;
         }
         if chosen.is_empty() {
             return Ok((Vec::new(), next_wake));

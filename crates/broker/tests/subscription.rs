@@ -1,0 +1,187 @@
+//! Subscriptions: SNS-style fan-out of one topic to several queue and stream groups, with filter policies,
+//! surviving a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_broker::{
+    Broker, BrokerError, FetchLimits, FilterScope, Header, Produce, ReceiveOptions, SubscriptionKind,
+    SubscriptionSpec, TopicConfig,
+};
+use serde_json::json;
+
+fn customer(id: u32, region: &str, kind: &str) -> Produce {
+    let body = json!({"customer_id": id, "region": region, "name": format!("c{id}")});
+    Produce {
+        value: Bytes::from(body.to_string()),
+        headers: vec![Header {
+            key: "event".into(),
+            value: Bytes::copy_from_slice(kind.as_bytes()),
+        }],
+        ..Produce::default()
+    }
+}
+
+fn take() -> ReceiveOptions {
+    ReceiveOptions {
+        max_records: 1000,
+        max_wait: Duration::ZERO,
+        visibility_timeout: None,
+    }
+}
+
+fn ids(values: impl Iterator<Item = Bytes>) -> Vec<u64> {
+    let mut ids: Vec<u64> = values
+        .map(|v| {
+            serde_json::from_slice::<serde_json::Value>(&v).unwrap()["customer_id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn every_record_reaches_every_matching_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker
+        .create_topic(
+            "created-consumer",
+            TopicConfig {
+                partitions: 2,
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    for name in ["api-orders-created-consumer", "api-payment-created-consumer"] {
+        broker
+            .create_subscription("created-consumer", name, SubscriptionSpec::default())
+            .await
+            .unwrap();
+    }
+    let eu_only = SubscriptionSpec {
+        filter_policy: Some(json!({"region": [{"prefix": "eu-"}]})),
+        ..SubscriptionSpec::default()
+    };
+    broker
+        .create_subscription("created-consumer", "eu-audit", eu_only.clone())
+        .await
+        .unwrap();
+    let updates = SubscriptionSpec {
+        kind: SubscriptionKind::Stream,
+        filter_policy: Some(json!({"event": ["updated"]})),
+        filter_scope: FilterScope::Headers,
+        ..SubscriptionSpec::default()
+    };
+    broker
+        .create_subscription("created-consumer", "updates", updates)
+        .await
+        .unwrap();
+    // Same name, same spec: fine. Same name, other spec: refused. Bad policy: refused, naming the field.
+    broker
+        .create_subscription("created-consumer", "eu-audit", eu_only)
+        .await
+        .unwrap();
+    assert!(matches!(
+        broker
+            .create_subscription("created-consumer", "eu-audit", SubscriptionSpec::default())
+            .await,
+        Err(BrokerError::QueueExists { .. })
+    ));
+    let bad = SubscriptionSpec {
+        filter_policy: Some(json!({"region": "eu"})),
+        ..SubscriptionSpec::default()
+    };
+    assert!(matches!(
+        broker.create_subscription("created-consumer", "bad", bad).await,
+        Err(BrokerError::InvalidArgument {
+            field: "filter_policy",
+            ..
+        })
+    ));
+    assert_eq!(broker.list_subscriptions("created-consumer").unwrap().len(), 4);
+
+    let records: Vec<Produce> = (0..20)
+        .map(|i| {
+            customer(
+                i,
+                if i % 2 == 0 { "eu-west-1" } else { "us-east-1" },
+                if i < 15 { "created" } else { "updated" },
+            )
+        })
+        .collect();
+    broker.publish("created-consumer", records).await.unwrap();
+
+    let all: Vec<u64> = (0..20).collect();
+    for name in ["api-orders-created-consumer", "api-payment-created-consumer"] {
+        let got = broker.receive(name, "created-consumer", take()).await.unwrap();
+        assert_eq!(ids(got.iter().map(|l| l.record.value.clone())), all, "{name}");
+    }
+    let eu = broker
+        .receive("eu-audit", "created-consumer", take())
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(eu.iter().map(|l| l.record.value.clone())),
+        (0..20).step_by(2).collect::<Vec<_>>()
+    );
+    let acks: Vec<_> = eu.iter().map(|l| (l.record.partition, l.record.offset)).collect();
+    broker.ack("eu-audit", "created-consumer", &acks).await.unwrap();
+    assert_eq!(
+        broker.queue_info("eu-audit", "created-consumer").unwrap().depth,
+        0,
+        "filtered-out records are done"
+    );
+    let limits = FetchLimits {
+        max_records: 1000,
+        ..FetchLimits::default()
+    };
+    let upd = broker
+        .group_fetch("updates", "created-consumer", limits)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(upd.into_iter().map(|r| r.value)),
+        (15..20).collect::<Vec<_>>()
+    );
+
+    // After a restart the subscriptions and their filters are still there.
+    drop(broker);
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.list_subscriptions("created-consumer").unwrap().len(), 4);
+    broker
+        .publish(
+            "created-consumer",
+            vec![
+                customer(100, "eu-central-1", "updated"),
+                customer(101, "us-west-2", "created"),
+            ],
+        )
+        .await
+        .unwrap();
+    let eu = broker
+        .receive("eu-audit", "created-consumer", take())
+        .await
+        .unwrap();
+    assert_eq!(ids(eu.iter().map(|l| l.record.value.clone())), [100]);
+    let orders = broker
+        .receive("api-orders-created-consumer", "created-consumer", take())
+        .await
+        .unwrap();
+    // The 20 unacknowledged records come back after the restart (at-least-once), plus the two new ones.
+    assert_eq!(orders.len(), 22);
+
+    broker
+        .delete_subscription("created-consumer", "eu-audit")
+        .await
+        .unwrap();
+    assert_eq!(broker.list_subscriptions("created-consumer").unwrap().len(), 3);
+    assert!(matches!(
+        broker.delete_subscription("created-consumer", "eu-audit").await,
+        Err(BrokerError::GroupNotFound { .. })
+    ));
+}
