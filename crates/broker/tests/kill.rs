@@ -58,7 +58,7 @@ fn kill_child() {
         loop {
             let batch: Vec<Produce> = (0..5)
                 .map(|k| Produce {
-                    value: Bytes::from(json!({"n": i + k, "even": (i + k) % 2 == 0}).to_string()),
+                    value: Bytes::from(json!({"n": i + k, "even": (i + k).is_multiple_of(2)}).to_string()),
                     ..Produce::default()
                 })
                 .collect();
