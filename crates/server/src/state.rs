@@ -1,0 +1,97 @@
+//! What every handler shares: the broker, the shutdown signal, and the tasks that must finish before the
+//! broker may close.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_broker::{Broker, StoredRecord};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ApiError;
+
+/// A long-poll waits in slices of this length and checks for shutdown between them, so a shutdown never
+/// waits for a client's `max_wait_ms`. A publish still wakes a waiting fetch at once: each slice is a
+/// broker long-poll of its own.
+const WAIT_SLICE: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+struct Inner {
+    broker: Broker,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    /// Dropped with the last clone of the state; `serve` waits for that before closing the broker.
+    _alive: mpsc::Sender<()>,
+}
+
+/// Shared by every handler. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+impl AppState {
+    /// The state and the receiver that sees it gone (`recv()` returns `None` once every clone dropped).
+    pub fn new(broker: Broker) -> (Self, mpsc::Receiver<()>) {
+        let (alive, gone) = mpsc::channel(1);
+        let inner = Inner {
+            broker,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            _alive: alive,
+        };
+        (Self(Arc::new(inner)), gone)
+    }
+
+    pub fn broker(&self) -> &Broker {
+        &self.0.broker
+    }
+
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.0.tasks
+    }
+
+    /// Runs `op` to completion even if the request is dropped (a client that goes away must not leave a
+    /// topic creation or a stream group's fetch half done), tracked so that shutdown waits for it.
+    ///
+    /// # Errors
+    /// [`ApiError::Internal`] if the task panicked.
+    pub async fn detached<T, F>(&self, op: F) -> Result<T, ApiError>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.0.tasks.spawn(op).await.map_err(|e| ApiError::Internal {
+            message: format!("broker task failed: {e}"),
+        })
+    }
+
+    /// Long-polls with `fetch(wait)` until it returns records, `max_wait` has passed, or the server is
+    /// shutting down (then the answer is whatever the last slice found, possibly nothing).
+    pub async fn long_poll<F, Fut>(
+        &self,
+        max_wait: Duration,
+        mut fetch: F,
+    ) -> Result<Vec<StoredRecord>, ApiError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: Future<Output = Result<Vec<StoredRecord>, ApiError>>,
+    {
+        let deadline = Instant::now() + max_wait;
+        if !max_wait.is_zero() {
+            tracing::debug!(max_wait_ms = max_wait.as_millis() as u64, "long-poll started");
+        }
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let records = fetch(remaining.min(WAIT_SLICE)).await?;
+            if !records.is_empty() || remaining <= WAIT_SLICE || self.0.shutdown.is_cancelled() {
+                return Ok(records);
+            }
+        }
+    }
+}
