@@ -1,6 +1,7 @@
 //! The `ferry` binary: parses arguments, sets up diagnostics, and hands over to a subcommand in [`cli`].
 
 mod cli;
+mod config;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Print ferry's version and the on-disk log format version it writes.
     Version,
+    /// Run the broker and its HTTP API (until Ctrl-C or SIGTERM).
+    Up(cli::up::UpArgs),
     /// Work with one log (one partition) directly: append, read, inspect.
     #[command(subcommand)]
     Log(cli::log::LogCommand),
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let result = init_tracing(cli.log_level.as_deref()).and_then(|()| match cli.command {
         Command::Version => cli::version(),
         Command::Log(cmd) => cli::log::run(cmd),
+        Command::Up(args) => cli::up::run(args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod json;
 pub mod log;
+pub mod up;
 
 use std::io::{self, Write};
 

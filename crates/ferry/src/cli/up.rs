@@ -1,0 +1,115 @@
+//! `ferry up`: the broker and its HTTP API in one process, until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use ferry_broker::{Broker, BrokerError, TopicConfig};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+
+/// Arguments of `ferry up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Configuration file (TOML): `[server]` and `[topics.NAME]` tables. Without one, the defaults.
+    #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory, created if missing [default: ferry-data, or `server.data_dir`].
+    #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address; port 0 picks a free one [default: 127.0.0.1:5555, or `server.listen`].
+    #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+/// Runs the server until a signal asks it to stop, then shuts down gracefully: no new connections,
+/// requests in flight (accepted appends) finish, the logs are closed.
+///
+/// Prints one JSON line on stdout once it listens: `{"listening": URL, "data_dir": DIR}`.
+///
+/// # Errors
+/// A bad configuration, an unusable data directory, an address that cannot be bound.
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let data_dir = args.data_dir.unwrap_or(config.server.data_dir.clone());
+    let listen = args.listen.unwrap_or(config.server.listen);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferry")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let dir = data_dir.clone();
+        let broker = tokio::task::spawn_blocking(move || Broker::open(&dir))
+            .await?
+            .with_context(|| format!("data directory `{}`", data_dir.display()))?;
+        ensure_topics(&broker, &config, args.config.as_deref()).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("--listen {listen}: cannot listen"))?;
+        let addr = listener.local_addr()?;
+        let line = serde_json::json!({
+            "listening": format!("http://{addr}"),
+            "data_dir": data_dir.display().to_string(),
+        });
+        println!("{line}");
+        tracing::info!(%addr, data_dir = %data_dir.display(), "ferry is up");
+        ferry_server::serve(broker, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Creates the configured topics that do not exist; an existing one must have the configured settings.
+async fn ensure_topics(
+    broker: &Broker,
+    config: &Config,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let file = file.map_or_else(String::new, |f| format!("config file `{}`: ", f.display()));
+    for (name, wanted) in &config.topics {
+        match broker.describe_topic(name) {
+            Ok(info) if info.config == *wanted => {}
+            Ok(info) => bail!(
+                "{file}[topics.{name}] differs from the existing topic `{name}`: it has {}, the file says {}",
+                settings(&info.config),
+                settings(wanted)
+            ),
+            Err(BrokerError::TopicNotFound(_)) => {
+                broker
+                    .create_topic(name, wanted.clone())
+                    .await
+                    .with_context(|| format!("{file}[topics.{name}]"))?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("{file}[topics.{name}]")),
+        }
+    }
+    Ok(())
+}
+
+fn settings(config: &TopicConfig) -> String {
+    serde_json::to_string(config).unwrap_or_default()
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
