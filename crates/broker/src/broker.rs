@@ -14,8 +14,10 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::config::TopicConfig;
 use crate::error::{BrokerError, Result};
+use crate::membership::MemberRef;
 use crate::meta::{MetaEvent, MetaState};
 use crate::names::validate_name;
+use crate::stats::BrokerOptions;
 
 /// A record to publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,11 +145,22 @@ pub(crate) struct Topic {
     pub round_robin: AtomicU32,
 }
 
-struct Wake(Arc<Notify>);
+/// Wakes the topic's waiting fetches on every commit, and passes the log's events on to the observer of
+/// [`BrokerOptions`].
+struct Wake(Arc<Notify>, Option<Arc<dyn LogObserver>>);
 
 impl LogObserver for Wake {
-    fn committed(&self, _next_offset: u64) {
+    fn committed(&self, next_offset: u64) {
         self.0.notify_waiters();
+        if let Some(o) = &self.1 {
+            o.committed(next_offset);
+        }
+    }
+
+    fn fsynced(&self, took: Duration) {
+        if let Some(o) = &self.1 {
+            o.fsynced(took);
+        }
     }
 }
 
@@ -161,6 +174,8 @@ pub(crate) struct State {
     pub filters: HashMap<GroupKey, Arc<crate::filter::FilterPolicy>>,
     /// In-memory fetch positions of stream groups: (group, topic) -> partition -> next offset to fetch.
     pub positions: HashMap<(String, String), BTreeMap<u32, u64>>,
+    /// Live members of stream groups (not durable: members join again after a restart).
+    pub members: HashMap<GroupKey, crate::membership::Group>,
 }
 
 /// (group, topic).
@@ -174,6 +189,8 @@ pub(crate) struct Inner {
     admin: tokio::sync::Mutex<()>,
     /// Serialises fetches of one stream group on one topic, so two fetches never hand out the same records.
     group_locks: Mutex<HashMap<GroupKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Given to every topic log ([`BrokerOptions::observer`]).
+    observer: Option<Arc<dyn LogObserver>>,
 }
 
 /// The embedded broker. Cheap to clone; every clone is the same broker.
@@ -218,6 +235,14 @@ impl Broker {
     /// # Errors
     /// [`BrokerError::Storage`] or [`BrokerError::Metadata`] when the data directory cannot be used.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, BrokerOptions::default())
+    }
+
+    /// [`Broker::open`] with options: an observer of every topic log.
+    ///
+    /// # Errors
+    /// As [`Broker::open`].
+    pub fn open_with(dir: impl AsRef<Path>, options: BrokerOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let meta_config = LogConfig {
             fsync: FsyncPolicy::Always,
@@ -237,8 +262,10 @@ impl Broker {
             meta_log = Log::open(dir.join("meta"), meta_config)?;
         }
         let mut topics = HashMap::new();
+        let observer = options.observer.as_ref();
         for (name, (id, config)) in &meta.topics {
-            topics.insert(name.clone(), Arc::new(open_topic(&dir, name, *id, config)?));
+            let topic = open_topic(&dir, name, *id, config, observer)?;
+            topics.insert(name.clone(), Arc::new(topic));
         }
         remove_stray_topic_dirs(&dir, &meta);
         let state = State {
@@ -247,6 +274,7 @@ impl Broker {
             topics,
             queues: HashMap::new(),
             positions: HashMap::new(),
+            members: HashMap::new(),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -255,6 +283,7 @@ impl Broker {
                 state: Arc::new(Mutex::new(state)),
                 admin: tokio::sync::Mutex::new(()),
                 group_locks: Mutex::new(HashMap::new()),
+                observer: options.observer,
             }),
         })
     }
@@ -312,7 +341,8 @@ impl Broker {
         .await?;
         let dir = self.inner.dir.clone();
         let (n, c) = (name.to_string(), config);
-        let topic = tokio::task::spawn_blocking(move || open_topic(&dir, &n, id, &c))
+        let observer = self.inner.observer.clone();
+        let topic = tokio::task::spawn_blocking(move || open_topic(&dir, &n, id, &c, observer.as_ref()))
             .await
             .map_err(|e| BrokerError::Metadata(e.to_string()))??;
         let topic = Arc::new(topic);
@@ -471,38 +501,60 @@ impl Broker {
         locks.entry((group.into(), topic.into())).or_default().clone()
     }
 
-    /// Fetches the next records for a stream group, from where its last fetch ended (after a restart:
-    /// from its committed offsets; before its first commit: from the earliest record), over all
-    /// partitions, waiting up to `limits.max_wait` for the first one. Records are handed out once per
-    /// fetch position; commit them with [`Broker::commit`] once processed.
+    /// Fetches the next records for a stream group as a whole: [`Broker::group_fetch_as`] without a
+    /// member.
     ///
     /// # Errors
-    /// [`BrokerError::InvalidName`], [`BrokerError::TopicNotFound`], [`BrokerError::Storage`].
+    /// As [`Broker::group_fetch_as`].
     pub async fn group_fetch(
         &self,
         group: &str,
         topic: &str,
         limits: FetchLimits,
     ) -> Result<Vec<StoredRecord>> {
+        self.group_fetch_as(group, topic, None, limits).await
+    }
+
+    /// Fetches the next records for a stream group, from where its last fetch ended (after a restart or
+    /// a move of the partition to another member: from its committed offsets; before its first commit:
+    /// from the earliest record), waiting up to `limits.max_wait` for the first one. Without a `member`
+    /// it reads all partitions, which is taken only while the group has no live members; with one, only
+    /// the partitions assigned to it in its generation (see [`Broker::join`]). Records are handed out once
+    /// per fetch position; commit them with [`Broker::commit_as`] once processed.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidName`], [`BrokerError::TopicNotFound`], [`BrokerError::Storage`]; with a
+    /// member, [`BrokerError::UnknownMember`] and [`BrokerError::StaleGeneration`] (also when the group
+    /// is rebalanced while the fetch waits or reads: what it read is then not handed out); without,
+    /// [`BrokerError::GroupHasMembers`].
+    pub async fn group_fetch_as(
+        &self,
+        group: &str,
+        topic: &str,
+        member: Option<&MemberRef>,
+        limits: FetchLimits,
+    ) -> Result<Vec<StoredRecord>> {
         validate_name("group", group)?;
         let topic = self.topic(topic)?;
-        let group_lock = self.group_lock(group, &topic.name);
-        let _guard = group_lock.lock().await;
+        let fetch_lock = self.fetch_lock(group, &topic, member)?;
+        let _guard = fetch_lock.lock().await;
         let filter = self.filter_for(group, &topic.name);
         let deadline = tokio::time::Instant::now() + limits.max_wait;
         loop {
             let notified = topic.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let pass = self.fetch_pass(group, &topic, member)?;
             let positions = self.positions(group, &topic);
             let mut out = Vec::new();
+            let mut moved = Vec::new();
             let mut bytes = 0;
-            let n = topic.partitions.len();
-            let first = topic.round_robin.load(Ordering::Relaxed) as usize % n;
+            let n = pass.partitions.len();
+            let first = topic.round_robin.load(Ordering::Relaxed) as usize % n.max(1);
             for k in 0..n {
-                let p = (first + k) % n;
-                let log = &topic.partitions[p];
-                let pos = positions[p];
+                let p = pass.partitions[(first + k) % n];
+                let log = &topic.partitions[p as usize];
+                let pos = positions[p as usize];
                 if pos >= log.next_offset() || out.len() >= limits.max_records || bytes >= limits.max_bytes {
                     continue;
                 }
@@ -511,18 +563,18 @@ impl Broker {
                     max_bytes: limits.max_bytes - bytes,
                     max_wait: Duration::ZERO,
                 };
-                let records = match read_partition(&topic, p as u32, log.clone(), pos, part_limits).await {
+                let records = match read_partition(&topic, p, log.clone(), pos, part_limits).await {
                     Err(BrokerError::OffsetOutOfRange { start, .. }) if pos < start => {
                         // Retention overtook the group: continue at the oldest record still there.
                         tracing::warn!(group, topic = %topic.name, partition = p, from = pos, to = start,
                             "stream group position was deleted by retention; skipping to the log start");
-                        self.set_position(group, &topic.name, p as u32, start);
+                        moved.push((p, start));
                         continue;
                     }
                     r => r?,
                 };
                 if let Some(last) = records.last() {
-                    self.set_position(group, &topic.name, p as u32, last.offset + 1);
+                    moved.push((p, last.offset + 1));
                 }
                 let records: Vec<StoredRecord> = match &filter {
                     Some(f) => records
@@ -537,10 +589,17 @@ impl Broker {
                     .sum::<usize>();
                 out.extend(records);
             }
+            if !self.advance_positions(group, &topic, member, pass.generation, &moved) {
+                // Rebalanced while reading: hand nothing out. The next pass says why (a stale
+                // generation), or reads again from the positions the rebalance reset.
+                continue;
+            }
             if !out.is_empty() || limits.max_wait.is_zero() {
                 return Ok(out);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // Wake at a session's end too, so a dead member's partitions move while others wait.
+            let wake = pass.wake.map_or(deadline, |w| w.min(deadline));
+            if tokio::time::timeout_at(wake, notified).await.is_err() && wake >= deadline {
                 return Ok(out);
             }
         }
@@ -571,12 +630,30 @@ impl Broker {
             .insert(partition, offset);
     }
 
-    /// Commits a stream group's offsets (the next offset to process, per partition), durably.
+    /// Commits a stream group's offsets as the group as a whole: [`Broker::commit_as`] without a member.
+    ///
+    /// # Errors
+    /// As [`Broker::commit_as`].
+    pub async fn commit(&self, group: &str, topic: &str, offsets: &[(u32, u64)]) -> Result<()> {
+        self.commit_as(group, topic, None, offsets).await
+    }
+
+    /// Commits a stream group's offsets (the next offset to process, per partition), durably. Without a
+    /// `member` only while the group has no live members; with one, only for partitions assigned to it
+    /// in the group's current generation (fencing: a member that lost a partition cannot move it).
     ///
     /// # Errors
     /// [`BrokerError::InvalidName`], [`BrokerError::TopicNotFound`], [`BrokerError::PartitionNotFound`],
-    /// [`BrokerError::OffsetOutOfRange`] for an offset past the end.
-    pub async fn commit(&self, group: &str, topic: &str, offsets: &[(u32, u64)]) -> Result<()> {
+    /// [`BrokerError::OffsetOutOfRange`] for an offset past the end; with a member,
+    /// [`BrokerError::UnknownMember`], [`BrokerError::StaleGeneration`], [`BrokerError::NotAssigned`];
+    /// without, [`BrokerError::GroupHasMembers`].
+    pub async fn commit_as(
+        &self,
+        group: &str,
+        topic: &str,
+        member: Option<&MemberRef>,
+        offsets: &[(u32, u64)],
+    ) -> Result<()> {
         validate_name("group", group)?;
         let topic = self.topic(topic)?;
         if offsets.is_empty() {
@@ -600,6 +677,7 @@ impl Broker {
             }
             map.insert(partition, offset);
         }
+        self.check_commit(group, &topic, member, map.keys().copied())?;
         self.commit_meta(MetaEvent::OffsetsCommitted {
             group: group.into(),
             topic: topic.name.clone(),
@@ -608,10 +686,11 @@ impl Broker {
         .await
     }
 
-    /// Moves a stream group (all partitions, or one) and commits the new offsets.
+    /// Moves a stream group (all partitions, or one) and commits the new offsets. Only while the group
+    /// has no live members (as Kafka's offset reset): members would race the move with their commits.
     ///
     /// # Errors
-    /// As [`Broker::commit`].
+    /// As [`Broker::commit`], so [`BrokerError::GroupHasMembers`] while the group has live members.
     pub async fn seek(
         &self,
         group: &str,
@@ -771,7 +850,13 @@ fn describe(topic: &Topic) -> TopicInfo {
     }
 }
 
-fn open_topic(data: &Path, name: &str, id: u64, config: &TopicConfig) -> Result<Topic> {
+fn open_topic(
+    data: &Path,
+    name: &str,
+    id: u64,
+    config: &TopicConfig,
+    observer: Option<&Arc<dyn LogObserver>>,
+) -> Result<Topic> {
     let dir = topic_dir(data, name, id);
     let notify = Arc::new(Notify::new());
     let partitions = (0..config.partitions)
@@ -779,7 +864,7 @@ fn open_topic(data: &Path, name: &str, id: u64, config: &TopicConfig) -> Result<
             let options = LogOptions {
                 config: config.log_config(),
                 clock: Arc::new(SystemClock),
-                observer: Some(Arc::new(Wake(notify.clone()))),
+                observer: Some(Arc::new(Wake(notify.clone(), observer.cloned()))),
             };
             Log::open_with(dir.join(p.to_string()), options).map(Arc::new)
         })

@@ -99,6 +99,60 @@ pub enum BrokerError {
         /// Offset.
         offset: u64,
     },
+    /// A stream group member the group does not know: it never joined, left, its session expired, or
+    /// the broker restarted. It must join again.
+    #[error("`{member}` is not a live member of group `{group}` on topic `{topic}`; join again")]
+    UnknownMember {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The member id given.
+        member: String,
+    },
+    /// A member's fetch or commit in a generation that is not the group's current one: the group was
+    /// rebalanced since. The member heartbeats to learn its new partitions.
+    #[error(
+        "generation {generation} of group `{group}` on topic `{topic}` is not the current one ({current}); \
+         heartbeat to learn the new assignment"
+    )]
+    StaleGeneration {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The generation given.
+        generation: u64,
+        /// The group's current generation.
+        current: u64,
+    },
+    /// A member's commit for a partition not assigned to it in the current generation.
+    #[error(
+        "partition {partition} of topic `{topic}` is not assigned to member `{member}` of group `{group}`"
+    )]
+    NotAssigned {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The member.
+        member: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// A fetch, commit or seek of the group as a whole (without a member) while it has live members.
+    #[error(
+        "group `{group}` on topic `{topic}` has {members} live member(s): fetch and commit as a member, \
+         seek when it has none"
+    )]
+    GroupHasMembers {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// How many live members it has.
+        members: usize,
+    },
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,

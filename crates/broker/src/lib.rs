@@ -1,6 +1,7 @@
 //! ferry's broker semantics on top of the log: topics of N partitions, publishing with key-based or
 //! round-robin partitioning, fetching by offset with long-poll, stream groups (Kafka consumer groups)
-//! with durable committed offsets, seek and lag, queue groups (SQS-like leases, acks, dead letters) and
+//! with durable committed offsets, seek and lag, and live members sharing their partitions (`membership`),
+//! queue groups (SQS-like leases, acks, dead letters) and
 //! subscriptions (SNS-like fan-out with filter policies).
 //!
 //! ```text
@@ -19,9 +20,11 @@ mod broker;
 mod config;
 mod error;
 mod filter;
+mod membership;
 mod meta;
 mod names;
 mod queue;
+mod stats;
 mod subscription;
 
 pub use crate::broker::{
@@ -31,7 +34,12 @@ pub use crate::broker::{
 pub use crate::config::{MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, QueueConfig, TopicConfig};
 pub use crate::error::{BrokerError, Result};
 pub use crate::filter::{FilterPolicy, FilterScope};
+pub use crate::membership::{
+    DEFAULT_SESSION_TIMEOUT, GroupStatus, JoinOptions, MAX_SESSION_TIMEOUT, MIN_SESSION_TIMEOUT, MemberInfo,
+    MemberRef, Membership,
+};
 pub use crate::names::{MAX_NAME_LEN, validate_name};
 pub use crate::queue::{Leased, QueueInfo, ReceiveOptions};
+pub use crate::stats::BrokerOptions;
 pub use crate::subscription::{SubscriptionInfo, SubscriptionKind, SubscriptionSpec};
-pub use ferry_log::{FsyncPolicy, Header};
+pub use ferry_log::{FsyncPolicy, Header, LogObserver};

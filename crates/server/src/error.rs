@@ -85,6 +85,29 @@ pub enum ApiError {
         /// The request field it is about, if the handler knows it.
         field: Option<String>,
     },
+    /// Tokens are configured and the request carries no `Authorization: Bearer` token.
+    MissingToken,
+    /// The bearer token is none of the configured tokens.
+    InvalidToken,
+    /// A read-only token on a method that may write (anything but GET and HEAD).
+    ReadOnlyToken {
+        /// The method.
+        method: Method,
+    },
+    /// A subscription of this name exists on the topic with other settings.
+    SubscriptionExists {
+        /// The topic.
+        topic: String,
+        /// The subscription.
+        name: String,
+    },
+    /// No subscription of this name on the topic.
+    SubscriptionNotFound {
+        /// The topic.
+        topic: String,
+        /// The subscription.
+        name: String,
+    },
     /// Something failed that is not the client's fault (a panicked task).
     Internal {
         /// What failed.
@@ -122,7 +145,15 @@ impl ApiError {
             Self::UnreadableBody { .. } => (S::BAD_REQUEST, "unreadable_body", None),
             Self::RouteNotFound { .. } => (S::NOT_FOUND, "route_not_found", None),
             Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            Self::SubscriptionExists { .. } => (S::CONFLICT, "subscription_exists", Some("name".into())),
+            Self::SubscriptionNotFound { .. } => {
+                (S::NOT_FOUND, "subscription_not_found", Some("name".into()))
+            }
             Self::Internal { .. } => (S::INTERNAL_SERVER_ERROR, "internal", None),
+            Self::MissingToken | Self::InvalidToken => {
+                (S::UNAUTHORIZED, "unauthorized", Some("authorization".into()))
+            }
+            Self::ReadOnlyToken { .. } => (S::FORBIDDEN, "forbidden", Some("authorization".into())),
             Self::Broker { error, field } => {
                 let (status, code, default_field) = broker_parts(error);
                 (
@@ -133,6 +164,16 @@ impl ApiError {
             }
         }
     }
+
+    /// The `WWW-Authenticate` challenge of an authentication error (RFC 6750, section 3).
+    fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingToken => Some("Bearer"),
+            Self::InvalidToken => Some(r#"Bearer error="invalid_token""#),
+            Self::ReadOnlyToken { .. } => Some(r#"Bearer error="insufficient_scope""#),
+            _ => None,
+        }
+    }
 }
 
 fn broker_parts(error: &BrokerError) -> (StatusCode, &'static str, Option<&'static str>) {
@@ -140,6 +181,14 @@ fn broker_parts(error: &BrokerError) -> (StatusCode, &'static str, Option<&'stat
     match error {
         BrokerError::InvalidName { field, .. } => (S::BAD_REQUEST, "invalid_name", Some(field)),
         BrokerError::InvalidConfig { field, .. } => (S::UNPROCESSABLE_ENTITY, "invalid_config", Some(field)),
+        BrokerError::InvalidArgument {
+            field: "filter_policy",
+            ..
+        } => (
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_filter_policy",
+            Some("filter_policy"),
+        ),
         BrokerError::InvalidArgument { field, .. } => (S::UNPROCESSABLE_ENTITY, "out_of_range", Some(field)),
         BrokerError::TopicExists(_) => (S::CONFLICT, "topic_exists", Some("name")),
         BrokerError::TopicNotFound(_) => (S::NOT_FOUND, "topic_not_found", Some("topic")),
@@ -149,6 +198,14 @@ fn broker_parts(error: &BrokerError) -> (StatusCode, &'static str, Option<&'stat
             (S::UNPROCESSABLE_ENTITY, "offset_out_of_range", Some("offset"))
         }
         BrokerError::RecordTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "record_too_large", None),
+        BrokerError::QueueExists { .. } => (S::CONFLICT, "queue_exists", Some("group")),
+        // The handler names the record (`records[i]`).
+        BrokerError::NotLeased { .. } => (S::CONFLICT, "not_leased", None),
+        BrokerError::UnknownMember { .. } => (S::NOT_FOUND, "unknown_member", Some("member_id")),
+        BrokerError::StaleGeneration { .. } => (S::CONFLICT, "stale_generation", Some("generation")),
+        // The handler names the offset (`offsets[i].partition`).
+        BrokerError::NotAssigned { .. } => (S::CONFLICT, "partition_not_assigned", Some("partition")),
+        BrokerError::GroupHasMembers { .. } => (S::CONFLICT, "group_has_members", Some("member_id")),
         BrokerError::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down", None),
         // Storage, metadata and whatever the broker adds later: not the client's fault.
         _ => (S::INTERNAL_SERVER_ERROR, "internal", None),
@@ -181,7 +238,25 @@ impl fmt::Display for ApiError {
             Self::RouteNotFound { method, path } => write!(f, "no route for {method} {path}"),
             Self::MethodNotAllowed { method, path } => write!(f, "{path} does not take {method}"),
             Self::Broker { error, .. } => error.fmt(f),
+            Self::SubscriptionExists { topic, name } => write!(
+                f,
+                "subscription `{name}` of topic `{topic}` already exists with other settings"
+            ),
+            Self::SubscriptionNotFound { topic, name } => {
+                write!(f, "topic `{topic}` has no subscription `{name}`")
+            }
             Self::Internal { message } => write!(f, "internal error: {message}"),
+            // Never the token itself: these messages are logged.
+            Self::MissingToken => {
+                f.write_str("this server requires an `Authorization: Bearer <token>` header")
+            }
+            Self::InvalidToken => f.write_str("the bearer token is not valid"),
+            Self::ReadOnlyToken { method } => {
+                write!(
+                    f,
+                    "a read-only token may only GET or HEAD, not {method}; use a read-write token"
+                )
+            }
         }
     }
 }
@@ -203,6 +278,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = self.parts();
         let message = self.to_string();
+        let challenge = self.challenge();
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = code, %message, "request failed");
         } else {
@@ -221,6 +297,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         response
     }
@@ -246,6 +327,59 @@ mod tests {
             (BrokerError::TopicNotFound("t".into()), 404, Some("topic")),
             (BrokerError::RecordTooLarge { size: 2, max: 1 }, 413, None),
             (BrokerError::ShuttingDown, 503, None),
+            (
+                BrokerError::QueueExists {
+                    group: "g".into(),
+                    topic: "t".into(),
+                },
+                409,
+                Some("group"),
+            ),
+            (
+                BrokerError::NotLeased {
+                    group: "g".into(),
+                    partition: 0,
+                    offset: 1,
+                },
+                409,
+                None,
+            ),
+            (
+                BrokerError::InvalidArgument {
+                    field: "filter_policy",
+                    message: "x".into(),
+                },
+                422,
+                Some("filter_policy"),
+            ),
+            (
+                BrokerError::UnknownMember {
+                    group: "g".into(),
+                    topic: "t".into(),
+                    member: "m".into(),
+                },
+                404,
+                Some("member_id"),
+            ),
+            (
+                BrokerError::StaleGeneration {
+                    group: "g".into(),
+                    topic: "t".into(),
+                    generation: 1,
+                    current: 2,
+                },
+                409,
+                Some("generation"),
+            ),
+            (
+                BrokerError::GroupHasMembers {
+                    group: "g".into(),
+                    topic: "t".into(),
+                    members: 1,
+                },
+                409,
+                Some("member_id"),
+            ),
             (BrokerError::Metadata("x".into()), 500, None),
         ];
         for (error, status, field) in cases {

@@ -12,33 +12,58 @@
 //! POST   /v1/groups/{group}/topics/{topic}/offsets        {"offsets":[{"partition","offset"}]} -> 204
 //! GET    /v1/groups/{group}/topics/{topic}/offsets        {"group","topic","lag","partitions":[...]}
 //! POST   /v1/groups/{group}/topics/{topic}/seek           {"to": "earliest"|"latest"|{"offset":N}|{"timestamp":MS}, "partition"?}
+//! PUT    /v1/queues/{group}/topics/{topic}                QueueConfig -> 201 (200 if it existed alike) QueueInfo
+//! GET    /v1/queues/{group}/topics/{topic}                {"group","topic","config","dead_letter_topic","depth","in_flight"}
+//! POST   /v1/queues/{group}/topics/{topic}/receive        {"max_records"?,"max_wait_ms"?,"visibility_timeout_ms"?} -> {"records":[...]}
+//! POST   /v1/queues/{group}/topics/{topic}/ack            {"records":[{"partition","offset"}]} -> 204
+//! POST   /v1/queues/{group}/topics/{topic}/nack           {"records":[...],"delay_ms"?} -> 204
+//! POST   /v1/queues/{group}/topics/{topic}/extend         {"records":[...],"visibility_timeout_ms"} -> 204
+//! POST   /v1/topics/{topic}/subscriptions                 {"name","kind"?,"filter_policy"?,"filter_scope"?,"queue"?} -> 201 (200) SubscriptionInfo
+//! GET    /v1/topics/{topic}/subscriptions                 {"subscriptions":[SubscriptionInfo]}
+//! DELETE /v1/topics/{topic}/subscriptions/{name}          204
+//! GET    /metrics                                         OpenMetrics text; see `metrics.rs`
 //! ```
 //!
-//! Records in and out are described in `records.rs`; errors in `error.rs`. The contract, in short:
+//! With tokens configured ([`ServerOptions::tokens`], `auth.rs`), every route but `/healthz` needs
+//! `Authorization: Bearer <token>`: 401 `unauthorized` without a valid one, 403 `forbidden` for a
+//! read-only token on a method other than GET or HEAD. Without tokens the API is open.
+//!
+//! Records in and out are described in `records.rs`; errors in `error.rs`; queue groups (leases, acks,
+//! dead letters) in `api/queues.rs`; subscriptions and how their filters apply in `api/subscriptions.rs`.
+//! The contract, in short:
 //! - A publish is answered only once every record is durable under its topic's fsync policy; the
 //!   offsets come back in request order.
 //! - Every error is `{"error": code, "message", "field"}` with a 4xx status for anything the client can
 //!   fix: 400 for what does not parse (JSON, names, parameters), 404 for unknown topics, partitions,
-//!   groups and routes, 409 for an existing topic, 413 for a record or body too large, 415 for a content
+//!   groups, subscriptions and routes, 409 for an existing topic, queue group or subscription and for
+//!   settling a record that is not leased, 413 for a record or body too large, 415 for a content
 //!   type other than JSON or NDJSON, 422 for values out of range, 503 when shutting down. A 5xx means a
 //!   fault of the server.
 //! - Shutdown ([`serve`]'s future resolving) stops accepting connections, ends long-polls early with what
 //!   they have, lets every request in flight finish (accepted appends complete), then closes the broker.
 
 mod api;
+mod auth;
 mod error;
 mod extract;
+mod metrics;
 mod records;
 mod state;
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 
 use axum::Router;
-use ferry_broker::Broker;
+use axum::middleware::from_fn_with_state;
+use ferry_broker::{Broker, BrokerOptions};
 use tokio::net::TcpListener;
 
+pub use crate::auth::{
+    ENV_READ_TOKENS, ENV_READ_TOKENS_FILE, ENV_TOKENS, ENV_TOKENS_FILE, TokenError, Tokens,
+};
 pub use crate::error::ApiError;
+pub use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// Largest request body accepted, in bytes (16 MiB); larger ones get 413 `body_too_large`.
@@ -47,11 +72,46 @@ pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// Default listen address of `ferry up`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5555";
 
+/// How a server runs, beyond its broker and listener. `ServerOptions::default()`: no tokens (the API is
+/// open) and a fresh set of metrics.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// The bearer tokens requests need; none: the API is open. See [`Tokens::from_env`].
+    pub tokens: Tokens,
+    /// The metrics served at `/metrics`.
+    pub metrics: Metrics,
+}
+
+impl ServerOptions {
+    /// The options to open the broker with ([`Broker::open_with`]) so that `/metrics` reports the
+    /// topics' fsync latency.
+    pub fn broker_options(&self) -> BrokerOptions {
+        BrokerOptions {
+            observer: Some(self.metrics.log_observer()),
+        }
+    }
+}
+
+/// The routes wrapped in the middleware. Layered on the finished router, so that no route added to
+/// `api::routes` can miss authentication; `Router::layer` wraps each route, so the metrics middleware
+/// sees the matched route template.
+fn app(state: AppState, tokens: Tokens) -> Router {
+    let metrics = state.metrics().clone();
+    api::routes(state)
+        .layer(from_fn_with_state(Arc::new(tokens), auth::require))
+        .layer(from_fn_with_state(metrics, metrics::track))
+}
+
 /// The API as a router over `broker`, for embedding in another server or testing with a tower client.
 /// Its long-polls never end early: use [`serve`] for a graceful shutdown.
 pub fn router(broker: Broker) -> Router {
-    let (state, _gone) = AppState::new(broker);
-    api::routes(state)
+    router_with(broker, ServerOptions::default())
+}
+
+/// [`router`] with options: tokens and metrics.
+pub fn router_with(broker: Broker, options: ServerOptions) -> Router {
+    let (state, _gone) = AppState::new(broker, options.metrics);
+    app(state, options.tokens)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then shuts down gracefully: stops accepting,
@@ -65,10 +125,33 @@ pub async fn serve<F>(broker: Broker, listener: TcpListener, shutdown: F) -> io:
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let (state, mut gone) = AppState::new(broker.clone());
+    serve_with(broker, listener, ServerOptions::default(), shutdown).await
+}
+
+/// [`serve`] with options: tokens and metrics.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve_with<F>(
+    broker: Broker,
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: F,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if options.tokens.is_enabled() {
+        tracing::info!(
+            read_write = options.tokens.read_write_count(),
+            read_only = options.tokens.read_only_count(),
+            "bearer tokens required"
+        );
+    }
+    let (state, mut gone) = AppState::new(broker.clone(), options.metrics);
     let token = state.shutdown().clone();
     let tasks = state.tasks().clone();
-    let app = api::routes(state);
+    let app = app(state, options.tokens);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

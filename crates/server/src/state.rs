@@ -1,5 +1,5 @@
-//! What every handler shares: the broker, the shutdown signal, and the tasks that must finish before the
-//! broker may close.
+//! What every handler shares: the broker, the metrics, the shutdown signal, and the tasks that must
+//! finish before the broker may close.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// A long-poll waits in slices of this length and checks for shutdown between them, so a shutdown never
 /// waits for a client's `max_wait_ms`. A publish still wakes a waiting fetch at once: each slice is a
@@ -21,6 +22,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 struct Inner {
     broker: Broker,
+    metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// Dropped with the last clone of the state; `serve` waits for that before closing the broker.
@@ -33,10 +35,11 @@ pub(crate) struct AppState(Arc<Inner>);
 
 impl AppState {
     /// The state and the receiver that sees it gone (`recv()` returns `None` once every clone dropped).
-    pub fn new(broker: Broker) -> (Self, mpsc::Receiver<()>) {
+    pub fn new(broker: Broker, metrics: Metrics) -> (Self, mpsc::Receiver<()>) {
         let (alive, gone) = mpsc::channel(1);
         let inner = Inner {
             broker,
+            metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             _alive: alive,
@@ -46,6 +49,11 @@ impl AppState {
 
     pub fn broker(&self) -> &Broker {
         &self.0.broker
+    }
+
+    /// Where handlers count records in and out: `records_in`, `records_out`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
     }
 
     pub fn shutdown(&self) -> &CancellationToken {

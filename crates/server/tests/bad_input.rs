@@ -66,6 +66,17 @@ const RECORDS: &str = "/v1/topics/good/records";
 const COMMIT: &str = "/v1/groups/g/topics/good/offsets";
 const SEEK: &str = "/v1/groups/g/topics/good/seek";
 
+const QUEUE: &str = "/v1/queues/q/topics/good";
+const RECEIVE: &str = "/v1/queues/q/topics/good/receive";
+const ACK: &str = "/v1/queues/q/topics/good/ack";
+const NACK: &str = "/v1/queues/q/topics/good/nack";
+const EXTEND: &str = "/v1/queues/q/topics/good/extend";
+const SUBS: &str = "/v1/topics/good/subscriptions";
+
+fn put(what: &'static str, path: impl Into<String>, body: impl Into<Vec<u8>>) -> Case {
+    post(what, path, body).method(Method::PUT)
+}
+
 fn fetch(query: &str) -> String {
     format!("/v1/topics/good/partitions/0/records?{query}")
 }
@@ -406,6 +417,321 @@ fn matrix() -> Vec<Case> {
             r#"{"to": "earliest", "partition": 8}"#,
         )
         .expect(404, "partition_not_found", Some("partition")),
+        // Queue groups: settings.
+        put("queue settings truncated", QUEUE, r#"{"max_deliveries":"#).expect(400, "malformed_json", None),
+        put("queue settings not an object", QUEUE, "[]").expect(400, "invalid_field", None),
+        put("misspelt queue key", QUEUE, r#"{"max_delivery": 3}"#).expect(
+            400,
+            "invalid_field",
+            Some("max_delivery"),
+        ),
+        put("queue key of the wrong type", QUEUE, r#"{"max_deliveries": "3"}"#).expect(
+            400,
+            "invalid_field",
+            Some("max_deliveries"),
+        ),
+        put(
+            "negative visibility timeout",
+            QUEUE,
+            r#"{"visibility_timeout_ms": -1}"#,
+        )
+        .expect(400, "invalid_field", Some("visibility_timeout_ms")),
+        put("zero max_deliveries", QUEUE, r#"{"max_deliveries": 0}"#).expect(
+            422,
+            "invalid_config",
+            Some("max_deliveries"),
+        ),
+        put("max_in_flight too large", QUEUE, r#"{"max_in_flight": 1000000}"#).expect(
+            422,
+            "invalid_config",
+            Some("max_in_flight"),
+        ),
+        put(
+            "bad dead-letter topic name",
+            QUEUE,
+            r#"{"dead_letter_topic": "a/b"}"#,
+        )
+        .expect(400, "invalid_name", Some("dead_letter_topic")),
+        put(
+            "queue group with other settings",
+            QUEUE,
+            r#"{"max_deliveries": 9}"#,
+        )
+        .expect(409, "queue_exists", Some("group")),
+        put(
+            "queue group on an unknown topic",
+            "/v1/queues/q/topics/nope",
+            "{}",
+        )
+        .expect(404, "topic_not_found", Some("topic")),
+        put(
+            "queue group name with a space",
+            "/v1/queues/a%20b/topics/good",
+            "{}",
+        )
+        .expect(400, "invalid_name", Some("group")),
+        put("queue settings as NDJSON", QUEUE, "{}")
+            .content_type(NDJSON)
+            .expect(415, "unsupported_media_type", Some("content-type")),
+        get("unknown queue group", "/v1/queues/nope/topics/good").expect(
+            404,
+            "group_not_found",
+            Some("group"),
+        ),
+        get("queue group of an unknown topic", "/v1/queues/q/topics/nope").expect(
+            404,
+            "topic_not_found",
+            Some("topic"),
+        ),
+        // Queue groups: receive.
+        post("receive, truncated", RECEIVE, r#"{"max_records":"#).expect(400, "malformed_json", None),
+        post("receive, not an object", RECEIVE, "[]").expect(400, "invalid_field", None),
+        post("receive of zero records", RECEIVE, r#"{"max_records": 0}"#).expect(
+            422,
+            "out_of_range",
+            Some("max_records"),
+        ),
+        post("receive of 100000 records", RECEIVE, r#"{"max_records": 100000}"#).expect(
+            422,
+            "out_of_range",
+            Some("max_records"),
+        ),
+        post("receive of -1 records", RECEIVE, r#"{"max_records": -1}"#).expect(
+            400,
+            "invalid_field",
+            Some("max_records"),
+        ),
+        post(
+            "receive, max_records a string",
+            RECEIVE,
+            r#"{"max_records": "10"}"#,
+        )
+        .expect(400, "invalid_field", Some("max_records")),
+        post("receive, wait too long", RECEIVE, r#"{"max_wait_ms": 3600000}"#).expect(
+            422,
+            "out_of_range",
+            Some("max_wait_ms"),
+        ),
+        post(
+            "receive, zero visibility timeout",
+            RECEIVE,
+            r#"{"visibility_timeout_ms": 0}"#,
+        )
+        .expect(422, "out_of_range", Some("visibility_timeout_ms")),
+        post("receive, misspelt key", RECEIVE, r#"{"max_record": 5}"#).expect(
+            400,
+            "invalid_field",
+            Some("max_record"),
+        ),
+        post(
+            "receive from an unknown topic",
+            "/v1/queues/q/topics/nope/receive",
+            "{}",
+        )
+        .expect(404, "topic_not_found", Some("topic")),
+        post(
+            "receive with a bad group name",
+            "/v1/queues/a%2Fb/topics/good/receive",
+            "{}",
+        )
+        .expect(400, "invalid_name", Some("group")),
+        // Queue groups: ack, nack, extend.
+        post("ack without records", ACK, "{}").expect(400, "invalid_field", Some("records")),
+        post("ack of nothing", ACK, r#"{"records": []}"#).expect(422, "out_of_range", Some("records")),
+        post(
+            "ack of a negative offset",
+            ACK,
+            r#"{"records": [{"partition": 0, "offset": -1}]}"#,
+        )
+        .expect(400, "invalid_field", Some("records[0].offset")),
+        post(
+            "ack without an offset",
+            ACK,
+            r#"{"records": [{"partition": 0, "offset": 0}, {"partition": 0}]}"#,
+        )
+        .expect(400, "invalid_field", Some("records[1].offset")),
+        post(
+            "ack with an unknown key",
+            ACK,
+            r#"{"records": [{"partition": 0, "offset": 0, "lease": 1}]}"#,
+        )
+        .expect(400, "invalid_field", Some("records[0].lease")),
+        post("ack of a record as an array", ACK, r#"{"records": [[0, 0]]}"#).expect(
+            400,
+            "invalid_field",
+            Some("records[0]"),
+        ),
+        post(
+            "ack body as an array",
+            ACK,
+            r#"[[{"partition": 0, "offset": 0}]]"#,
+        )
+        .expect(400, "invalid_field", None),
+        post(
+            "ack of a record not leased",
+            ACK,
+            r#"{"records": [{"partition": 0, "offset": 0}]}"#,
+        )
+        .expect(409, "not_leased", Some("records[0]")),
+        post(
+            "ack on an unknown partition",
+            ACK,
+            r#"{"records": [{"partition": 9, "offset": 0}]}"#,
+        )
+        .expect(404, "partition_not_found", Some("records[0].partition")),
+        post(
+            "ack for an unknown group",
+            "/v1/queues/nope/topics/good/ack",
+            r#"{"records": [{"partition": 0, "offset": 0}]}"#,
+        )
+        .expect(404, "group_not_found", Some("group")),
+        post(
+            "nack with a negative delay",
+            NACK,
+            r#"{"records": [{"partition": 0, "offset": 0}], "delay_ms": -5}"#,
+        )
+        .expect(400, "invalid_field", Some("delay_ms")),
+        post(
+            "nack with a delay of years",
+            NACK,
+            r#"{"records": [{"partition": 0, "offset": 0}], "delay_ms": 100000000000}"#,
+        )
+        .expect(422, "out_of_range", Some("delay_ms")),
+        post(
+            "nack of a record not leased",
+            NACK,
+            r#"{"records": [{"partition": 1, "offset": 0}]}"#,
+        )
+        .expect(409, "not_leased", Some("records[0]")),
+        post(
+            "extend without a timeout",
+            EXTEND,
+            r#"{"records": [{"partition": 0, "offset": 0}]}"#,
+        )
+        .expect(400, "invalid_field", Some("visibility_timeout_ms")),
+        post(
+            "extend by zero",
+            EXTEND,
+            r#"{"records": [{"partition": 0, "offset": 0}], "visibility_timeout_ms": 0}"#,
+        )
+        .expect(422, "out_of_range", Some("visibility_timeout_ms")),
+        post(
+            "extend of a record not leased",
+            EXTEND,
+            r#"{"records": [{"partition": 0, "offset": 3}], "visibility_timeout_ms": 1000}"#,
+        )
+        .expect(409, "not_leased", Some("records[0]")),
+        // Subscriptions.
+        post("subscription, truncated", SUBS, r#"{"name":"#).expect(400, "malformed_json", None),
+        post("subscription without a name", SUBS, r#"{"kind": "queue"}"#).expect(
+            400,
+            "invalid_field",
+            Some("name"),
+        ),
+        post("subscription name of the wrong type", SUBS, r#"{"name": 7}"#).expect(
+            400,
+            "invalid_field",
+            Some("name"),
+        ),
+        post("subscription name with a space", SUBS, r#"{"name": "a b"}"#).expect(
+            400,
+            "invalid_name",
+            Some("name"),
+        ),
+        post(
+            "misspelt subscription key",
+            SUBS,
+            r#"{"name": "s2", "filtr_policy": {"a": ["b"]}}"#,
+        )
+        .expect(400, "invalid_field", Some("filtr_policy")),
+        post("unknown kind", SUBS, r#"{"name": "s2", "kind": "topic"}"#).expect(
+            400,
+            "invalid_field",
+            Some("kind"),
+        ),
+        post("unknown scope", SUBS, r#"{"name": "s2", "filter_scope": "key"}"#).expect(
+            400,
+            "invalid_field",
+            Some("filter_scope"),
+        ),
+        post(
+            "misspelt queue key in a subscription",
+            SUBS,
+            r#"{"name": "s2", "queue": {"max_deliveris": 1}}"#,
+        )
+        .expect(400, "invalid_field", Some("queue.max_deliveris")),
+        post(
+            "subscription queue settings as an array",
+            SUBS,
+            r#"{"name": "s2", "queue": [1000]}"#,
+        )
+        .expect(400, "invalid_field", Some("queue")),
+        post(
+            "negative max_in_flight in a subscription",
+            SUBS,
+            r#"{"name": "s2", "queue": {"max_in_flight": -1}}"#,
+        )
+        .expect(400, "invalid_field", Some("queue.max_in_flight")),
+        post(
+            "zero max_in_flight in a subscription",
+            SUBS,
+            r#"{"name": "s2", "queue": {"max_in_flight": 0}}"#,
+        )
+        .expect(422, "invalid_config", Some("queue.max_in_flight")),
+        post(
+            "queue settings for a stream subscription",
+            SUBS,
+            r#"{"name": "s2", "kind": "stream", "queue": {}}"#,
+        )
+        .expect(400, "invalid_field", Some("queue")),
+        post(
+            "filter policy with a bare value",
+            SUBS,
+            r#"{"name": "s2", "filter_policy": {"price": "cheap"}}"#,
+        )
+        .expect(422, "invalid_filter_policy", Some("filter_policy.price")),
+        post(
+            "filter policy with a bad nested condition",
+            SUBS,
+            r#"{"name": "s2", "filter_policy": {"order": {"total": [1, {"numeric": [">"]}]}}}"#,
+        )
+        .expect(422, "invalid_filter_policy", Some("filter_policy.order.total[1]")),
+        post(
+            "filter policy not an object",
+            SUBS,
+            r#"{"name": "s2", "filter_policy": "price > 5"}"#,
+        )
+        .expect(422, "invalid_filter_policy", Some("filter_policy")),
+        post(
+            "subscription on an unknown topic",
+            "/v1/topics/nope/subscriptions",
+            r#"{"name": "s2"}"#,
+        )
+        .expect(404, "topic_not_found", Some("topic")),
+        post(
+            "subscription name taken with other settings",
+            SUBS,
+            r#"{"name": "sub", "kind": "queue"}"#,
+        )
+        .expect(409, "subscription_exists", Some("name")),
+        post(
+            "subscription named as a queue group with other settings",
+            SUBS,
+            r#"{"name": "q", "queue": {"max_deliveries": 9}}"#,
+        )
+        .expect(409, "queue_exists", Some("name")),
+        get(
+            "subscriptions of an unknown topic",
+            "/v1/topics/nope/subscriptions",
+        )
+        .expect(404, "topic_not_found", Some("topic")),
+        get("delete an unknown subscription", format!("{SUBS}/nope"))
+            .method(Method::DELETE)
+            .expect(404, "subscription_not_found", Some("name")),
+        get("delete a subscription with a bad name", format!("{SUBS}/a%20b"))
+            .method(Method::DELETE)
+            .expect(400, "invalid_name", Some("name")),
+        get("get one subscription", format!("{SUBS}/sub")).expect(405, "method_not_allowed", None),
         // Routes.
         get("unknown route", "/v1/nope").expect(404, "route_not_found", None),
         post(
@@ -447,6 +773,11 @@ async fn bad_input_gets_the_right_4xx_and_changes_nothing() {
         .publish("good", &json!({"value": "p1", "partition": 1}))
         .await;
     server.publish("small", &json!({"value": "tiny"})).await;
+    // A queue group and a stream subscription on `good`, for the queue and subscription cases.
+    let a = server.put(QUEUE, &json!({})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+    let a = server.post(SUBS, &json!({"name": "sub", "kind": "stream"})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
     let before = everything(&server).await;
     assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 12);
 
@@ -456,7 +787,7 @@ async fn bad_input_gets_the_right_4xx_and_changes_nothing() {
         if let Some(ct) = case.content_type {
             req = req.header("content-type", ct);
         }
-        if case.method == Method::POST {
+        if matches!(case.method, Method::POST | Method::PUT) {
             req = req.body(case.body);
         }
         let resp = req.send().await.unwrap();
@@ -489,6 +820,19 @@ async fn bad_input_gets_the_right_4xx_and_changes_nothing() {
 
     // Nothing was written, nothing was lost, and the server still serves.
     assert_eq!(everything(&server).await, before);
+    // Nothing was leased, acknowledged or dead-lettered: the queue group still has every record of `good`,
+    // each for its first delivery, and the subscriptions are as they were.
+    let a = server.post(RECEIVE, &json!({"max_records": 1000})).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    let received = a.body["records"].as_array().unwrap();
+    assert_eq!(received.len(), 11, "{a:?}");
+    assert!(received.iter().all(|r| r["delivery_count"] == 1), "{a:?}");
+    let a = server.get(SUBS).await;
+    assert_eq!(
+        a.body,
+        json!({"subscriptions": [{"topic": "good", "name": "sub", "kind": "stream",
+                                  "filter_policy": null, "filter_scope": "body"}]})
+    );
     assert_eq!(
         server.get("/v1/topics").await.body["topics"]
             .as_array()

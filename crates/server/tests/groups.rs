@@ -73,7 +73,7 @@ async fn a_stream_group_fetches_commits_reports_lag_and_seeks() {
     assert_eq!(a.status, StatusCode::OK, "{a:?}");
     assert_eq!(
         a.body,
-        json!({"group": "billing", "topic": "jobs", "lag": 2, "partitions": [
+        json!({"group": "billing", "topic": "jobs", "lag": 2, "generation": 0, "members": [], "partitions": [
             {"partition": 0, "committed": 3, "start_offset": 0, "next_offset": 3, "lag": 0},
             {"partition": 1, "committed": 1, "start_offset": 0, "next_offset": 3, "lag": 2},
         ]})

@@ -50,9 +50,17 @@ pub(super) async fn publish(
     let records = parse_publish(body.kind, &body.bytes)?;
     // Kept to say which record the broker refused: it names a partition or a size, not an index.
     let shapes: Vec<(Option<u32>, usize)> = records.iter().map(|r| (r.partition, record_size(r))).collect();
-    let broker = state.broker().clone();
+    let (broker, metrics) = (state.broker().clone(), state.metrics().clone());
+    let (count, bytes) = (shapes.len(), shapes.iter().map(|(_, size)| size).sum());
     match state
-        .detached(async move { broker.publish(&topic, records).await })
+        .detached(async move {
+            let published = broker.publish(&topic, records).await;
+            // Counted here, not in the handler: a client that went away does not undo a publish.
+            if published.is_ok() {
+                metrics.records_in(&topic, count, bytes);
+            }
+            published
+        })
         .await?
     {
         Ok(offsets) => Ok(Json(Offsets { offsets })),
@@ -103,6 +111,7 @@ pub(super) async fn fetch(
             }
         })
         .await?;
+    state.metrics().records_out(&topic, &records);
     Ok(Json(RecordsOut {
         topic: &topic,
         records: &records,

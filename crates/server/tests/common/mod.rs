@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use ferry_broker::Broker;
+use ferry_server::ServerOptions;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -35,10 +36,15 @@ impl TestServer {
 
     /// Serves `broker` (the caller may keep a clone to look at the broker directly).
     pub async fn serve(broker: Broker) -> Self {
+        Self::serve_with(broker, ServerOptions::default()).await
+    }
+
+    /// Serves `broker` with `options` (tokens, metrics).
+    pub async fn serve_with(broker: Broker, options: ServerOptions) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ferry_server::serve(broker, listener, async move {
+        let task = tokio::spawn(ferry_server::serve_with(broker, listener, options, async move {
             let _ = stopped.await;
         }));
         let server = Self {
@@ -91,6 +97,10 @@ impl TestServer {
 
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
         self.send(self.client.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Answer {
+        self.send(self.client.put(self.url(path)).json(body)).await
     }
 
     /// POST with a raw body and content type (`None`: no Content-Type header).
