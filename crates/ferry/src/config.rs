@@ -4,6 +4,8 @@
 //! [server]
 //! listen = "127.0.0.1:5555"     # FERRY_LISTEN, --listen
 //! data_dir = "ferry-data"       # FERRY_DATA_DIR, --data-dir
+//! tokens_file = "/run/secrets/ferry-tokens"            # FERRY_TOKENS or FERRY_TOKENS_FILE
+//! read_tokens_file = "/run/secrets/ferry-read-tokens"  # FERRY_READ_TOKENS or FERRY_READ_TOKENS_FILE
 //!
 //! [topics.orders]               # created at start-up if missing; every key of a topic is optional
 //! partitions = 4
@@ -40,6 +42,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Data directory (topics, metadata), created if missing.
     pub data_dir: PathBuf,
+    /// File of read-write bearer tokens, one per line (tokens themselves never go in this file).
+    pub tokens_file: Option<PathBuf>,
+    /// File of read-only bearer tokens, one per line.
+    pub read_tokens_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +53,8 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5555)),
             data_dir: PathBuf::from("ferry-data"),
+            tokens_file: None,
+            read_tokens_file: None,
         }
     }
 }

@@ -14,7 +14,12 @@ struct Up {
 }
 
 fn up(args: &[&str]) -> Up {
+    up_with_env(args, &[])
+}
+
+fn up_with_env(args: &[&str], env: &[(&str, &str)]) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .envs(env.iter().copied())
         .arg("up")
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
@@ -40,11 +45,16 @@ fn up(args: &[&str]) -> Up {
 
 /// One HTTP/1.1 request, answered with (status, body).
 fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_as(url, None, method, path, body)
+}
+
+fn http_as(url: &str, token: Option<&str>, method: &str, path: &str, body: &str) -> (u16, String) {
     let addr = url.strip_prefix("http://").unwrap();
     let mut s = TcpStream::connect(addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -142,4 +152,69 @@ fn up_refuses_a_bad_config_naming_file_line_and_key() {
     assert!(err.contains("ferry.toml"), "{err}");
     assert!(err.contains("line 3"), "{err}");
     assert!(err.contains("listen_port"), "{err}");
+}
+
+#[test]
+fn up_takes_tokens_from_the_config_file_and_the_environment_and_reports_fsync_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "writer-secret-1\n").unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\ntokens_file = \"{}\"\n\n[topics.t]\n", tokens.display()),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let env = [("FERRY_READ_TOKENS", "reader-secret-2"), ("RUST_LOG", "debug")];
+    let server = up_with_env(&args, &env);
+
+    assert_eq!(http(&server.url, "GET", "/v1/topics", "").0, 401);
+    assert_eq!(
+        http_as(&server.url, Some("wrong"), "GET", "/v1/topics", "").0,
+        401
+    );
+    assert_eq!(
+        http_as(&server.url, Some("reader-secret-2"), "GET", "/v1/topics", "").0,
+        200
+    );
+    let publish = r#"{"value":1}"#;
+    let (status, body) = http_as(
+        &server.url,
+        Some("reader-secret-2"),
+        "POST",
+        "/v1/topics/t/records",
+        publish,
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http_as(
+        &server.url,
+        Some("writer-secret-1"),
+        "POST",
+        "/v1/topics/t/records",
+        publish,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http(&server.url, "GET", "/healthz", "").0, 200);
+
+    // The broker was opened with the server's observer: the publish's fsync is in the histogram.
+    let (status, metrics) = http_as(&server.url, Some("reader-secret-2"), "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    let count: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferry_fsync_seconds_count "))
+        .unwrap_or_else(|| panic!("no fsync histogram in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(count > 0, "{metrics}");
+    let (ok, err) = stop(server);
+    assert!(ok, "{err}");
+    assert!(!err.contains("secret"), "a token was logged: {err}");
 }

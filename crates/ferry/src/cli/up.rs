@@ -8,6 +8,8 @@ use clap::Args;
 use ferry_broker::{Broker, BrokerError, TopicConfig};
 use tokio::net::TcpListener;
 
+use ferry_server::{ServerOptions, Tokens};
+
 use crate::config::Config;
 
 /// Arguments of `ferry up`.
@@ -44,8 +46,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let options = ServerOptions {
+            tokens: tokens(&config).context("bearer tokens")?,
+            ..ServerOptions::default()
+        };
         let dir = data_dir.clone();
-        let broker = tokio::task::spawn_blocking(move || Broker::open(&dir))
+        let broker_options = options.broker_options();
+        let broker = tokio::task::spawn_blocking(move || Broker::open_with(&dir, broker_options))
             .await?
             .with_context(|| format!("data directory `{}`", data_dir.display()))?;
         ensure_topics(&broker, &config, args.config.as_deref()).await?;
@@ -59,9 +66,23 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         });
         println!("{line}");
         tracing::info!(%addr, data_dir = %data_dir.display(), "ferry is up");
-        ferry_server::serve(broker, listener, shutdown_signal()).await?;
+        ferry_server::serve_with(broker, listener, options, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// The bearer tokens: the environment (`FERRY_TOKENS`, `FERRY_READ_TOKENS` or their `_FILE` variants),
+/// else the files named in `[server]`. None anywhere: the API is open.
+fn tokens(config: &Config) -> anyhow::Result<Tokens> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let file = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
+    let rw_in_env = env("FERRY_TOKENS").is_some() || env("FERRY_TOKENS_FILE").is_some();
+    let ro_in_env = env("FERRY_READ_TOKENS").is_some() || env("FERRY_READ_TOKENS_FILE").is_some();
+    Ok(Tokens::from_vars(|name| match name {
+        "FERRY_TOKENS_FILE" if !rw_in_env => file(&config.server.tokens_file),
+        "FERRY_READ_TOKENS_FILE" if !ro_in_env => file(&config.server.read_tokens_file),
+        _ => env(name),
+    })?)
 }
 
 /// Creates the configured topics that do not exist; an existing one must have the configured settings.
