@@ -88,7 +88,7 @@ pub struct LogConfig {
     pub max_batch_bytes: usize,
     /// Largest amount of appended bytes the writer gathers into one write (and one fsync).
     pub max_group_bytes: usize,
-    /// How often the writer checks age-based rolling and retention when idle.
+    /// How often the writer checks age-based rolling and retention (busy or idle).
     pub housekeeping_interval: Duration,
 }
 

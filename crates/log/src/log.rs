@@ -572,8 +572,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: Receiver<Command>) {
-        let housekeeping = self.shared.config.housekeeping_interval;
-        let mut next_housekeeping = Instant::now() + housekeeping;
+        let mut next_housekeeping = Instant::now() + self.shared.config.housekeeping_interval;
         loop {
             let mut deadline = next_housekeeping;
             if let (FsyncPolicy::Interval(every), true) = (self.shared.config.fsync, self.unsynced) {
@@ -582,13 +581,7 @@ impl Writer {
             let first = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(cmd) => cmd,
                 Err(RecvTimeoutError::Timeout) => {
-                    let now = Instant::now();
-                    if now >= next_housekeeping {
-                        next_housekeeping = now + housekeeping;
-                        if let Err(e) = self.housekeep() {
-                            tracing::error!(dir = %self.shared.dir.display(), error = %e, "log housekeeping failed");
-                        }
-                    }
+                    self.housekeep_if_due(&mut next_housekeeping);
                     self.sync_if_due();
                     continue;
                 }
@@ -624,9 +617,22 @@ impl Writer {
                 tracing::error!(dir = %self.shared.dir.display(), error = %e, "log append failed");
             }
             self.sync_if_due();
+            // Also here, not only when the queue is idle: a log that never goes quiet still gets
+            // its segments rolled by age and its retention applied.
+            self.housekeep_if_due(&mut next_housekeeping);
         }
         if let Err(e) = self.write_pending(true) {
             tracing::error!(dir = %self.shared.dir.display(), error = %e, "final log sync failed");
+        }
+    }
+
+    fn housekeep_if_due(&mut self, next: &mut Instant) {
+        let now = Instant::now();
+        if now >= *next {
+            *next = now + self.shared.config.housekeeping_interval;
+            if let Err(e) = self.housekeep() {
+                tracing::error!(dir = %self.shared.dir.display(), error = %e, "log housekeeping failed");
+            }
         }
     }
 
