@@ -36,6 +36,7 @@ pub struct Produce {
 
 /// Where a published record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Produced {
     /// Partition.
     pub partition: u32,
@@ -83,6 +84,7 @@ impl Default for FetchLimits {
 
 /// The state of one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct PartitionInfo {
     /// Partition number.
     pub partition: u32,
@@ -98,6 +100,7 @@ pub struct PartitionInfo {
 
 /// A topic and its partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TopicInfo {
     /// Name.
     pub name: String,
@@ -109,6 +112,7 @@ pub struct TopicInfo {
 
 /// A stream group's position on one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct GroupPartition {
     /// Partition.
     pub partition: u32,
@@ -363,7 +367,11 @@ impl Broker {
         {
             let mut state = lock(&self.inner.state);
             state.topics.remove(name);
+            // Everything in memory about the topic's groups goes with it, so a topic created again
+            // under the name starts clean: no filters of old subscriptions, no leases of old records.
             state.positions.retain(|(_, t), _| t != name);
+            state.queues.retain(|(_, t), _| t != name);
+            state.filters.retain(|(_, t), _| t != name);
         }
         let dir = topic_dir(&self.inner.dir, &topic.name, topic.id);
         drop(topic);

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
 
+/// Segments roll after this long at the latest (Kafka's `segment.ms` default).
+const DEFAULT_SEGMENT_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 1024;
 /// Largest `max_record_bytes` a topic may set.
@@ -14,19 +17,27 @@ pub const MAX_RECORD_BYTES_LIMIT: u32 = 8 * 1024 * 1024;
 
 /// A topic's settings; every key has a default, unknown keys are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(default))]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicConfig {
     /// Number of partitions, 1..=1024. Fixed at creation.
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 1024))]
     pub partitions: u32,
     /// `always` (default), `interval:<ms>` or `never`.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, pattern = "^(always|never|interval:0*[1-9][0-9]*)$"))]
     pub fsync: FsyncPolicy,
     /// Delete segments whose newest record is older than this many milliseconds (`null`: keep forever).
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub retention_ms: Option<u64>,
     /// Delete the oldest segments of a partition while it is larger than this (`null`: no limit).
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub retention_bytes: Option<u64>,
     /// Roll segments at this size, 1 KiB..=1 GiB.
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1024, maximum = 1073741824))]
     pub segment_bytes: u64,
     /// Largest record (key + headers + value, encoded) accepted, up to 8 MiB.
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 8388608))]
     pub max_record_bytes: u32,
 }
 
@@ -85,6 +96,11 @@ impl TopicConfig {
         LogConfig {
             segment_bytes: self.segment_bytes,
             retention_age: self.retention_ms.map(Duration::from_millis),
+            // Retention deletes whole segments, and the active one only once it rolled: roll at least
+            // as often as records expire, so nothing outlives `retention_ms` by more than that again.
+            segment_age: Some(self.retention_ms.map_or(DEFAULT_SEGMENT_AGE, |ms| {
+                Duration::from_millis(ms).min(DEFAULT_SEGMENT_AGE)
+            })),
             retention_bytes: self.retention_bytes,
             fsync: self.fsync,
             // A batch holds one publish request's records for one partition: many records.
@@ -96,17 +112,27 @@ impl TopicConfig {
 
 /// A queue group's settings (SQS-like); every key has a default, unknown keys are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(default))]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// How long a received record stays invisible to other receivers unless acked, nacked or extended.
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 43200000))]
     pub visibility_timeout_ms: u64,
     /// Deliveries after which an unacknowledged record goes to the dead-letter topic, 1..=1000.
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 1000))]
     pub max_deliveries: u32,
     /// Most records leased at once across the group's consumers (backpressure), 1..=100000.
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 100000))]
     pub max_in_flight: u32,
     /// Records become available this long after they were published (SQS `DelaySeconds`).
+    #[cfg_attr(feature = "utoipa", schema(maximum = 1209600000))]
     pub delivery_delay_ms: u64,
     /// Where dead letters go; `null` means `<topic>.<group>.dlq` (created on demand, one partition).
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 249, pattern = "^[A-Za-z0-9._-]+$")
+    )]
     pub dead_letter_topic: Option<String>,
 }
 
@@ -184,5 +210,23 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn segments_roll_at_least_as_often_as_records_expire() {
+        let short = TopicConfig {
+            retention_ms: Some(60_000),
+            ..TopicConfig::default()
+        };
+        assert_eq!(short.log_config().segment_age, Some(Duration::from_secs(60)));
+        let forever = TopicConfig {
+            retention_ms: None,
+            ..TopicConfig::default()
+        };
+        assert_eq!(forever.log_config().segment_age, Some(DEFAULT_SEGMENT_AGE));
+        assert_eq!(
+            TopicConfig::default().log_config().segment_age,
+            Some(DEFAULT_SEGMENT_AGE)
+        );
     }
 }

@@ -24,6 +24,7 @@ use crate::error::BrokerError;
 
 /// Where a policy looks: the record's headers, or its value parsed as JSON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FilterScope {
     /// The JSON body (SNS `MessageBody`).

@@ -89,6 +89,7 @@ impl Default for JoinOptions {
 
 /// A member's view of its group: who it is, which generation, which partitions it owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Membership {
     /// The member's id.
     pub member_id: String,
@@ -109,6 +110,7 @@ pub struct MemberRef {
 
 /// A live member as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct MemberInfo {
     /// The member's id.
     pub member_id: String,

@@ -60,6 +60,7 @@ pub struct Leased {
 
 /// A queue group's settings and state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct QueueInfo {
     /// Group name.
     pub group: String,

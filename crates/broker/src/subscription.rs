@@ -16,6 +16,7 @@ use crate::names::validate_name;
 
 /// How a subscription delivers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionKind {
     /// A queue group: receive, ack, nack, dead letters (SQS behind SNS).
@@ -27,6 +28,8 @@ pub enum SubscriptionKind {
 
 /// What a subscription is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(default))]
 #[serde(deny_unknown_fields, default)]
 pub struct SubscriptionSpec {
     /// Queue or stream group.
@@ -43,6 +46,7 @@ impl Eq for SubscriptionSpec {}
 
 /// A subscription as listed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct SubscriptionInfo {
     /// Topic.
     pub topic: String,

@@ -185,3 +185,40 @@ async fn every_record_reaches_every_matching_subscription() {
         Err(BrokerError::GroupNotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_topic_created_again_does_not_inherit_filters_or_leases_of_the_deleted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::default()).await.unwrap();
+    let eu_only = SubscriptionSpec {
+        filter_policy: Some(json!({"region": [{"prefix": "eu-"}]})),
+        ..SubscriptionSpec::default()
+    };
+    broker.create_subscription("t", "audit", eu_only).await.unwrap();
+    broker
+        .publish("t", vec![customer(1, "eu-west", "created")])
+        .await
+        .unwrap();
+    let leased = broker.receive("audit", "t", take()).await.unwrap();
+    assert_eq!(leased.len(), 1);
+
+    broker.delete_topic("t").await.unwrap();
+    broker.create_topic("t", TopicConfig::default()).await.unwrap();
+    assert!(broker.list_subscriptions("t").unwrap().is_empty());
+    broker
+        .publish(
+            "t",
+            vec![
+                customer(2, "us-east", "created"),
+                customer(3, "eu-west", "created"),
+            ],
+        )
+        .await
+        .unwrap();
+    // A plain queue group named like the old subscription: no filter, and the old lease on offset 0
+    // does not hide the new record at offset 0.
+    let got = broker.receive("audit", "t", take()).await.unwrap();
+    assert_eq!(ids(got.iter().map(|l| l.record.value.clone())), vec![2, 3]);
+    assert!(got.iter().all(|l| l.deliveries == 1));
+}

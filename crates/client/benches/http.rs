@@ -108,10 +108,13 @@ fn main() {
                     max_ms: None,
                 });
             }
-            for linger in [Duration::from_millis(5), Duration::ZERO] {
-                let topic = format!("lat-{fsync_name}-{}", linger.as_millis());
+            for (linger, (size, size_name)) in [Duration::from_millis(5), Duration::ZERO]
+                .into_iter()
+                .flat_map(|l| [(100usize, "100 B"), (1024, "1 KiB")].map(|s| (l, s)))
+            {
+                let topic = format!("lat-{fsync_name}-{}-{size}", linger.as_millis());
                 create(&client, &topic, 1, fsync.clone()).await;
-                let h = latency(&client, &topic, linger, Duration::from_secs(secs)).await;
+                let h = latency(&client, &topic, size, linger, Duration::from_secs(secs)).await;
                 let ms = |us: u64| us as f64 / 1000.0;
                 rows.push(Row {
                     measure: format!(
@@ -119,10 +122,10 @@ fn main() {
                         linger.as_millis()
                     ),
                     fsync: fsync_name,
-                    value: "100 B",
+                    value: size_name,
                     records: h.len(),
                     per_sec: LATENCY_RATE as f64,
-                    mb_per_sec: (LATENCY_RATE * 100) as f64 / 1e6,
+                    mb_per_sec: (LATENCY_RATE * size as u64) as f64 / 1e6,
                     p50_ms: Some(ms(h.value_at_quantile(0.50))),
                     p99_ms: Some(ms(h.value_at_quantile(0.99))),
                     max_ms: Some(ms(h.max())),
@@ -225,9 +228,15 @@ async fn consume(client: &Client, topic: &str, n: u64) -> (u64, Duration) {
     (seen, started.elapsed())
 }
 
-/// Sends [`LATENCY_RATE`] records a second for `run` through a producer with `linger`, each carrying
+/// Sends [`LATENCY_RATE`] records of `size` bytes a second for `run` through a producer with `linger`, each carrying
 /// its send time; a long-polling stream consumer records send -> receive in microseconds.
-async fn latency(client: &Client, topic: &str, linger: Duration, run: Duration) -> Histogram<u64> {
+async fn latency(
+    client: &Client,
+    topic: &str,
+    size: usize,
+    linger: Duration,
+    run: Duration,
+) -> Histogram<u64> {
     let base = Instant::now();
     let total = LATENCY_RATE * run.as_secs();
     let mut consumer = client.stream_consumer("latency", topic);
@@ -251,9 +260,9 @@ async fn latency(client: &Client, topic: &str, linger: Duration, run: Duration) 
     for _ in 0..total {
         tick.tick().await;
         let t = base.elapsed().as_micros() as u64;
-        // Padded to a 100-byte value.
+        // Padded to a value of `size` bytes.
         let head = format!(r#"{{"t":{t},"p":""#);
-        let pad = "x".repeat(100 - head.len() - 2);
+        let pad = "x".repeat(size - head.len() - 2);
         let record = ProduceRecord::json_bytes(format!(r#"{head}{pad}"}}"#)).unwrap();
         sends.push(producer.send(topic, record));
     }

@@ -14,12 +14,10 @@
 //!
 //! # Reading
 //! [`Record::value`] holds the stored bytes: a `value` field is taken verbatim as the JSON text the server
-//! sent (which is the stored bytes for every record published over the API), a `value_base64` field is
-//! decoded. Keys (`key` / `key_base64`) and headers (a string or `{"base64": ...}`) likewise.
-//!
-//! One case is ambiguous on the wire: the server renders a stored value that is UTF-8 but not JSON (which
-//! only other writers than the API produce) as a JSON string, exactly as it renders a stored JSON string.
-//! Such a value comes back with its quotes; [`Record::value_json`] still yields the text.
+//! sent (which is the stored bytes for every record published over the API), a `value_text` field (a
+//! stored value that is UTF-8 but not JSON, which only other writers than the API produce) is that text,
+//! and a `value_base64` field is decoded. Keys (`key` / `key_base64`) and headers (a string or
+//! `{"base64": ...}`) likewise.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -293,6 +291,8 @@ pub(crate) struct RecordWire<'a> {
     #[serde(default, borrow, deserialize_with = "raw_some")]
     value: Option<&'a RawValue>,
     #[serde(default)]
+    value_text: Option<String>,
+    #[serde(default)]
     value_base64: Option<String>,
     /// Queue receives only.
     #[serde(default)]
@@ -360,10 +360,15 @@ fn sub_bytes(whole: &Bytes, part: &[u8]) -> Bytes {
 impl RecordWire<'_> {
     /// The record, its values sliced out of `body` (the buffer this was parsed from) without copying.
     pub fn into_record(self, body: &Bytes) -> Result<Record, String> {
-        let value = match (self.value, self.value_base64) {
-            (Some(raw), _) => sub_bytes(body, raw.get().as_bytes()),
-            (None, Some(b64)) => Bytes::from(BASE64.decode(b64).map_err(|e| format!("value_base64: {e}"))?),
-            (None, None) => return Err("a record without `value` or `value_base64`".into()),
+        let value = match (self.value, self.value_text, self.value_base64) {
+            (Some(raw), _, _) => sub_bytes(body, raw.get().as_bytes()),
+            (None, Some(text), _) => Bytes::from(text),
+            (None, None, Some(b64)) => {
+                Bytes::from(BASE64.decode(b64).map_err(|e| format!("value_base64: {e}"))?)
+            }
+            (None, None, None) => {
+                return Err("a record without `value`, `value_text` or `value_base64`".into());
+            }
         };
         let key = match (self.key, self.key_base64) {
             (Some(Cow::Borrowed(k)), _) => Some(sub_bytes(body, k.as_bytes())),
@@ -459,6 +464,13 @@ mod tests {
         );
         assert_eq!(&text.value[..], br#""a\"b""#);
         assert_eq!(text.value_json::<String>().unwrap(), "a\"b");
+        // Stored text that is not JSON comes back as that text, without quotes.
+        let bare = one(
+            r#"{"records":[{"topic":"t","partition":0,"offset":0,"timestamp":0,"key":null,"headers":{},"value_text":"a\"b \u00e9"}]}"#,
+        );
+        assert_eq!(&bare.value[..], "a\"b é".as_bytes());
+        assert_eq!(bare.value_str(), Some("a\"b é"));
+        assert!(bare.value_json::<serde_json::Value>().is_err());
     }
 
     #[test]

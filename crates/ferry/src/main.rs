@@ -33,6 +33,16 @@ enum Command {
     /// Work with one log (one partition) directly: append, read, inspect.
     #[command(subcommand)]
     Log(cli::log::LogCommand),
+    /// Create, list, describe and delete the topics of a ferry server.
+    Topics(cli::topics::TopicsArgs),
+    /// Publish a record, or one record per line of stdin, to a topic; prints {"partition","offset"}.
+    Send(cli::send::SendArgs),
+    /// Print a topic's records as JSON lines, directly or as a member of a stream group.
+    Consume(cli::consume::ConsumeArgs),
+    /// Queue groups: receive records under a lease, ack, nack, create, inspect.
+    Queue(cli::queue::QueueArgs),
+    /// Subscriptions of a topic: named queue or stream groups with an optional filter policy.
+    Subscriptions(cli::subscriptions::SubscriptionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +51,11 @@ fn main() -> ExitCode {
         Command::Version => cli::version(),
         Command::Log(cmd) => cli::log::run(cmd),
         Command::Up(args) => cli::up::run(args),
+        Command::Topics(args) => cli::topics::run(args),
+        Command::Send(args) => cli::send::run(args),
+        Command::Consume(args) => cli::consume::run(args),
+        Command::Queue(args) => cli::queue::run(args),
+        Command::Subscriptions(args) => cli::subscriptions::run(args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -267,10 +267,21 @@ impl From<BrokerError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    /// A stable code, for clients to match on: `topic_not_found`, `invalid_field`, ... (each response
+    /// lists those of its status).
+    #[schema(example = "invalid_field")]
+    error: &'static str,
+    /// What is wrong, for people; may change between versions.
+    #[schema(example = "offsets[0].offset: invalid value: integer `-1`, expected u64")]
     message: String,
+    /// What the error is about: a JSON path into the request body (`records[2].value`,
+    /// `offsets[0].offset`), a query or path parameter (`max_wait_ms`, `topic`), or a header
+    /// (`content-type`, `authorization`); `null` when it is about the request as a whole.
+    #[schema(example = "offsets[0].offset", required = true)]
     field: Option<String>,
 }
 
@@ -286,7 +297,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = (
             status,
-            axum::Json(Body {
+            axum::Json(ErrorBody {
                 error: code,
                 message,
                 field,

@@ -1,7 +1,12 @@
 //! Reading requests: bodies (content type, size limit), JSON with the path of the failing field, query
 //! and path parameters. Every refusal is an [`ApiError`], never axum's plain-text rejections.
+//!
+//! JSON bodies are objects: every body struct, and every struct inside one, is read through [`Object`]
+//! ([`parse_object`]), since serde's derived structs would also take an array of their fields in order.
+//! A body that is not JSON is `malformed_json`, one that is JSON of the wrong shape `invalid_field`.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::marker::PhantomData;
 use std::ops::RangeInclusive;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -9,8 +14,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_path_to_error::Segment;
 
 use crate::BODY_LIMIT;
@@ -106,10 +112,62 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     }
 }
 
+/// `T` from a JSON object only. serde's derived structs also take an array of their fields in order
+/// (`[0, 5]` for `{"partition": 0, "offset": 5}`, `[]` for all defaults), which this API refuses: every
+/// JSON body, and every struct inside one, is read through this (an array is 400 `invalid_field` naming
+/// where it stands). Transparent otherwise: field paths and messages are `T`'s.
+#[derive(Debug)]
+pub(crate) struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(PhantomData)).map(Object)
+    }
+}
+
+/// A body that must be one JSON object.
+///
+/// # Errors
+/// [`ApiError::MalformedJson`], [`ApiError::InvalidField`] (also for an array or any other non-object).
+pub(crate) fn parse_object<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
+    parse_json::<Object<T>>(bytes, "").map(|o| o.0)
+}
+
+/// A body that must be one JSON object, or empty for `T`'s defaults.
+///
+/// # Errors
+/// As [`parse_object`].
+pub(crate) fn parse_object_or_default<'de, T: Deserialize<'de> + Default>(
+    bytes: &'de [u8],
+) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    parse_object(bytes)
+}
+
 /// Parses one JSON document, naming the failing field with `prefix` in front of its path.
 pub(crate) fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8], prefix: &str) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(&e, prefix))?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // A body that is not JSON is malformed, also when serde met a value of the wrong shape before the
+        // broken part (`[1` for an object). One that is JSON is not, also when serde_json reports a value
+        // of the wrong shape as a syntax error (an array where an enum belongs: "expected value").
+        match is_json(bytes) {
+            Err(malformed) => malformed,
+            Ok(()) => json_error(&e, prefix, !e.inner().is_data()),
+        }
+    })?;
     // Trailing data after the document is a syntax error, not something to ignore.
     de.end().map_err(|e| ApiError::MalformedJson {
         message: e.to_string(),
@@ -119,7 +177,7 @@ pub(crate) fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8], prefix: &st
 
 /// Parses a JSON value already decoded into a [`serde_json::Value`].
 pub(crate) fn from_value<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| json_error(&e, prefix))
+    serde_path_to_error::deserialize(value).map_err(|e| json_error(&e, prefix, false))
 }
 
 /// True when `bytes` hold one JSON document; used to tell "not JSON" from "JSON of the wrong shape".
@@ -132,9 +190,11 @@ pub(crate) fn is_json(bytes: &[u8]) -> Result<(), ApiError> {
         })
 }
 
-fn json_error(e: &serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> ApiError {
+/// The error of a failed parse. `valid_json`: the parser reported a syntax error, but the document is
+/// JSON, so the value at the error's path is of the wrong shape.
+fn json_error(e: &serde_path_to_error::Error<serde_json::Error>, prefix: &str, valid_json: bool) -> ApiError {
     let inner = e.inner();
-    if !inner.is_data() {
+    if !inner.is_data() && !valid_json {
         return ApiError::MalformedJson {
             message: inner.to_string(),
         };
@@ -161,7 +221,11 @@ fn json_error(e: &serde_path_to_error::Error<serde_json::Error>, prefix: &str) -
         }
     }
     // serde reports a missing key at the object holding it; name the key itself.
-    let message = inner.to_string();
+    let message = if valid_json {
+        format!("a value of the wrong type ({inner})")
+    } else {
+        inner.to_string()
+    };
     for lead in ["missing field `", "unknown field `", "duplicate field `"] {
         let Some(key) = message.strip_prefix(lead).and_then(|rest| rest.split('`').next()) else {
             continue;
@@ -294,6 +358,64 @@ mod tests {
         ));
         assert!(matches!(
             parse_json::<Vec<Inner>>(b"[{\"a\":", ""),
+            Err(ApiError::MalformedJson { .. })
+        ));
+    }
+
+    #[test]
+    fn bodies_and_the_structs_in_them_are_objects_only() {
+        let field = |r: Result<Vec<Object<Inner>>, ApiError>| match r {
+            Err(ApiError::InvalidField { field, message }) => {
+                assert!(message.contains("a JSON object"), "{message}");
+                field
+            }
+            other => panic!("{other:?}"),
+        };
+        // serde alone takes `[1, "x"]` for `{"a": 1, "b": "x"}`.
+        assert!(serde_json::from_str::<Inner>(r#"[1, "x"]"#).is_ok());
+        assert_eq!(
+            field(parse_json(br#"[{"a":1},[1,"x"]]"#, "records")).as_deref(),
+            Some("records[1]")
+        );
+        assert!(matches!(
+            parse_object::<Inner>(br#"[1, "x"]"#),
+            Err(ApiError::InvalidField { field: None, .. })
+        ));
+        assert_eq!(parse_object::<Inner>(br#"{"a": 1}"#).unwrap().a, 1);
+        assert!(matches!(
+            parse_object::<Inner>(b"[1"),
+            Err(ApiError::MalformedJson { .. })
+        ));
+        #[derive(Debug, Default, Deserialize)]
+        struct Defaults {
+            #[serde(default)]
+            n: u32,
+        }
+        assert_eq!(parse_object_or_default::<Defaults>(b"").unwrap().n, 0);
+        assert!(parse_object_or_default::<Defaults>(b"[]").is_err());
+    }
+
+    #[test]
+    fn a_json_document_of_the_wrong_shape_is_not_malformed() {
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        #[allow(dead_code)]
+        enum To {
+            Earliest,
+            Offset(u64),
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Seek {
+            to: To,
+        }
+        // serde_json reports an array where an enum belongs as a syntax error ("expected value").
+        match parse_object::<Seek>(br#"{"to": ["offset", 3]}"#) {
+            Err(ApiError::InvalidField { field, .. }) => assert_eq!(field.as_deref(), Some("to")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_object::<Seek>(br#"{"to": [}"#),
             Err(ApiError::MalformedJson { .. })
         ));
     }

@@ -7,11 +7,14 @@
 //! GET    /v1/topics/{topic}                               TopicInfo
 //! DELETE /v1/topics/{topic}                               204
 //! POST   /v1/topics/{topic}/records                       record | [record] | NDJSON -> {"offsets":[{"partition","offset"}]}
-//! GET    /v1/topics/{topic}/partitions/{p}/records        ?offset=N&max_records&max_bytes&max_wait_ms -> {"records":[...]}
-//! GET    /v1/groups/{group}/topics/{topic}/records        ?max_records&max_bytes&max_wait_ms -> {"records":[...]}
-//! POST   /v1/groups/{group}/topics/{topic}/offsets        {"offsets":[{"partition","offset"}]} -> 204
-//! GET    /v1/groups/{group}/topics/{topic}/offsets        {"group","topic","lag","partitions":[...]}
+//! GET    /v1/topics/{topic}/partitions/{partition}/records  ?offset=N&max_records&max_bytes&max_wait_ms -> {"records":[...]}
+//! GET    /v1/groups/{group}/topics/{topic}/records        ?member_id&generation&max_records&max_bytes&max_wait_ms -> {"records":[...]}
+//! POST   /v1/groups/{group}/topics/{topic}/offsets        {"offsets":[{"partition","offset"}],"member_id"?,"generation"?} -> 204
+//! GET    /v1/groups/{group}/topics/{topic}/offsets        {"group","topic","lag","generation","members":[...],"partitions":[...]}
 //! POST   /v1/groups/{group}/topics/{topic}/seek           {"to": "earliest"|"latest"|{"offset":N}|{"timestamp":MS}, "partition"?}
+//! POST   /v1/groups/{group}/topics/{topic}/members        {"member_id"?,"session_timeout_ms"?} -> {"member_id","generation","partitions"}
+//! POST   /v1/groups/{group}/topics/{topic}/members/{member}/heartbeat  {"generation"} -> {"member_id","generation","partitions"}
+//! DELETE /v1/groups/{group}/topics/{topic}/members/{member}  204
 //! PUT    /v1/queues/{group}/topics/{topic}                QueueConfig -> 201 (200 if it existed alike) QueueInfo
 //! GET    /v1/queues/{group}/topics/{topic}                {"group","topic","config","dead_letter_topic","depth","in_flight"}
 //! POST   /v1/queues/{group}/topics/{topic}/receive        {"max_records"?,"max_wait_ms"?,"visibility_timeout_ms"?} -> {"records":[...]}
@@ -22,11 +25,16 @@
 //! GET    /v1/topics/{topic}/subscriptions                 {"subscriptions":[SubscriptionInfo]}
 //! DELETE /v1/topics/{topic}/subscriptions/{name}          204
 //! GET    /metrics                                         OpenMetrics text; see `metrics.rs`
+//! GET    /v1/openapi.json                                 the OpenAPI 3.1 document of these routes; see `openapi.rs`
 //! ```
 //!
+//! This table is checked against the router: `openapi.rs`'s tests fail when a route is missing here or
+//! listed here but not routed.
+//!
 //! With tokens configured ([`ServerOptions::tokens`], `auth.rs`), every route but `/healthz` needs
-//! `Authorization: Bearer <token>`: 401 `unauthorized` without a valid one, 403 `forbidden` for a
-//! read-only token on a method other than GET or HEAD. Without tokens the API is open.
+//! `Authorization: Bearer <token>` (`/metrics` and `/v1/openapi.json` included): 401 `unauthorized`
+//! without a valid one, 403 `forbidden` for a read-only token on a method other than GET or HEAD.
+//! Without tokens the API is open.
 //!
 //! Records in and out are described in `records.rs`; errors in `error.rs`; queue groups (leases, acks,
 //! dead letters) in `api/queues.rs`; subscriptions and how their filters apply in `api/subscriptions.rs`.
@@ -47,6 +55,7 @@ mod auth;
 mod error;
 mod extract;
 mod metrics;
+mod openapi;
 mod records;
 mod state;
 
@@ -71,6 +80,14 @@ pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Default listen address of `ferry up`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5555";
+
+/// The OpenAPI 3.1 document of the API, as `GET /v1/openapi.json` serves it, pretty-printed: for
+/// writing it to a file or serving it elsewhere without a running server. Generated from the route
+/// table, so it lists every route there is.
+pub fn openapi_document() -> String {
+    // Serializing plain data (strings, maps, numbers) cannot fail.
+    serde_json::to_string_pretty(&openapi::document()).unwrap_or_default()
+}
 
 /// How a server runs, beyond its broker and listener. `ServerOptions::default()`: no tokens (the API is
 /// open) and a fresh set of metrics.

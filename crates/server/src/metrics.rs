@@ -322,6 +322,7 @@ pub(crate) async fn track(State(metrics): State<Metrics>, req: Request, next: Ne
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    tracing::debug!(%method, %route, "request started");
     let response = next.run(req).await;
     metrics.observe_http(&method, route, response.status().as_u16(), started.elapsed());
     response

@@ -5,15 +5,21 @@
 //! exact bytes of its JSON text (`{"a": 1}` stays `{"a": 1}`, spaces and key order included); the key and
 //! header values as their UTF-8 bytes. Header order is kept; a header name given twice is refused.
 //!
-//! Out: `{"topic","partition","offset","timestamp","key","headers","value"}`, where
-//! - `value` is the stored bytes as JSON when they are one JSON document (always so for records
-//!   published over this API), else a string when they are UTF-8; otherwise the field is
-//!   `value_base64` (standard alphabet, padded) instead. Text that happens to be JSON (`42`, `"x"`) comes
-//!   back as that JSON.
-//! - `key` is `null`, a string when UTF-8, else `key_base64`.
+//! Out: `{"topic","partition","offset","timestamp","key","headers","value"}`, where the value is exactly
+//! one of three fields, so that a client always knows which bytes were stored:
+//! - `value`: the stored bytes are one JSON document (always so for records published over this API),
+//!   sent as that JSON text. Text that happens to be JSON (`42`, `"x"`) comes back as that JSON.
+//! - `value_text`: the stored bytes are UTF-8 but not JSON (only other writers than this API store
+//!   such values), sent as a JSON string of that text. A stored JSON string `"hi"` is `"value": "hi"`,
+//!   the stored text `hi` is `"value_text": "hi"`.
+//! - `value_base64`: anything else, in the standard alphabet, padded.
+//!
+//! And:
+//! - `key` is `null`, a string when UTF-8, else `key_base64`. Keys are text on the way in, so a UTF-8
+//!   key is sent as the string it is, JSON or not.
 //! - `headers` is an object in stored order; a value that is not UTF-8 is `{"base64": "..."}`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use base64::Engine as _;
@@ -23,25 +29,50 @@ use ferry_broker::{Header, Produce, StoredRecord};
 use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::extract::{BodyKind, is_json, parse_json};
+use crate::extract::{BodyKind, Object, is_json, parse_json};
 
 /// One record of a publish request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RecordIn<'a> {
+#[schema(as = PublishRecord)]
+pub(crate) struct RecordIn<'a> {
+    /// Text; the record goes to partition `fnv1a64(key) % partitions` unless `partition` is given.
     #[serde(default)]
     key: Option<String>,
+    /// Header names to text values, kept in the order given; a name at most once. `null`: none.
     #[serde(default)]
+    #[schema(value_type = Option<HashMap<String, String>>)]
     headers: HeadersIn,
+    /// Any JSON, stored as the exact bytes of its JSON text (spaces and key order included).
     #[serde(borrow)]
+    #[schema(value_type = Value)]
     value: &'a RawValue,
+    /// The partition, overriding the key: `0..partitions`.
     #[serde(default)]
     partition: Option<u32>,
+    /// Milliseconds since the Unix epoch; absent: the time the broker appends it.
     #[serde(default)]
     timestamp: Option<i64>,
+}
+
+/// The schema of an NDJSON line of a publish.
+pub(crate) type PublishRecordSchema = RecordIn<'static>;
+
+/// A publish body in JSON: one record, or an array of records.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(as = PublishBody)]
+#[allow(dead_code, reason = "a schema of the OpenAPI document only")]
+pub(crate) enum PublishBodySchema {
+    /// One record.
+    One(RecordIn<'static>),
+    /// Records, published all or nothing.
+    Many(Vec<RecordIn<'static>>),
 }
 
 /// Headers as a JSON object, in the order given; `null` means none.
@@ -116,11 +147,11 @@ pub(crate) fn parse_publish(kind: BodyKind, body: &Bytes) -> Result<Vec<Produce>
     match kind {
         BodyKind::Json => match body.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'[') => {
-                let records: Vec<RecordIn<'_>> = parse_json(body, "records")?;
-                Ok(records.into_iter().map(|r| r.into_produce(body)).collect())
+                let records: Vec<Object<RecordIn<'_>>> = parse_json(body, "records")?;
+                Ok(records.into_iter().map(|r| r.0.into_produce(body)).collect())
             }
             Some(b'{') => {
-                let record: RecordIn<'_> = parse_json(body, "records[0]")?;
+                let Object(record) = parse_json::<Object<RecordIn<'_>>>(body, "records[0]")?;
                 Ok(vec![record.into_produce(body)])
             }
             _ => {
@@ -138,7 +169,8 @@ pub(crate) fn parse_publish(kind: BodyKind, body: &Bytes) -> Result<Vec<Produce>
                     continue;
                 }
                 let prefix = format!("records[{}]", out.len());
-                let record: RecordIn<'_> = parse_json(line, &prefix).map_err(|e| at_line(e, n + 1))?;
+                let Object(record) =
+                    parse_json::<Object<RecordIn<'_>>>(line, &prefix).map_err(|e| at_line(e, n + 1))?;
                 out.push(record.into_produce(body));
             }
             Ok(out)
@@ -195,7 +227,7 @@ impl Serialize for RecordOut<'_> {
         if let Ok(json) = serde_json::from_slice::<&RawValue>(&r.value) {
             m.serialize_entry("value", json)?;
         } else if let Ok(text) = std::str::from_utf8(&r.value) {
-            m.serialize_entry("value", text)?;
+            m.serialize_entry("value_text", text)?;
         } else {
             m.serialize_entry("value_base64", &BASE64.encode(&r.value))?;
         }
@@ -225,6 +257,73 @@ impl Serialize for HeadersOut<'_> {
         }
         m.end()
     }
+}
+
+// The schema of what `RecordOut` writes; its doc comments are the document's descriptions.
+/// A stored record: the value is exactly one of `value` (the stored bytes are JSON), `value_text`
+/// (UTF-8 that is not JSON) and `value_base64` (anything else); the key is `key` (text, or `null` for
+/// none) or `key_base64`.
+#[derive(ToSchema)]
+#[schema(as = Record)]
+#[allow(
+    dead_code,
+    reason = "a schema of the OpenAPI document only: `RecordOut` serializes by hand"
+)]
+pub(crate) struct RecordSchema {
+    /// The topic.
+    topic: String,
+    /// The partition.
+    partition: u32,
+    /// The offset in the partition.
+    offset: u64,
+    /// Milliseconds since the Unix epoch.
+    timestamp: i64,
+    /// The key as text; `null` for a record without a key. Absent when the key is not UTF-8.
+    #[schema(required = false)]
+    key: Option<String>,
+    /// The key's bytes in base64 (standard alphabet, padded), instead of `key`, when not UTF-8.
+    #[schema(required = false)]
+    key_base64: String,
+    /// Headers in stored order: a text value, or `{"base64": ...}` for one that is not UTF-8.
+    headers: HashMap<String, HeaderValueSchema>,
+    /// The value, when the stored bytes are one JSON document: that JSON, as it was published.
+    #[schema(required = false)]
+    value: Value,
+    /// The value, when the stored bytes are UTF-8 but not JSON (written by other producers than the
+    /// API): that text.
+    #[schema(required = false)]
+    value_text: String,
+    /// The value, when the stored bytes are not UTF-8: base64 (standard alphabet, padded).
+    #[schema(required = false)]
+    value_base64: String,
+}
+
+/// A header value: text, or its bytes in base64 when they are not UTF-8.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(as = HeaderValue)]
+#[allow(dead_code, reason = "a schema of the OpenAPI document only")]
+pub(crate) enum HeaderValueSchema {
+    /// UTF-8 text.
+    Text(String),
+    /// Bytes that are not UTF-8.
+    Bytes {
+        /// Standard alphabet, padded.
+        base64: String,
+    },
+}
+
+// The schema of what `RecordsOut` writes.
+/// The answer of every fetch.
+#[derive(ToSchema)]
+#[schema(as = Records)]
+#[allow(
+    dead_code,
+    reason = "a schema of the OpenAPI document only: `RecordsOut` serializes by hand"
+)]
+pub(crate) struct RecordsSchema {
+    /// In offset order per partition; maybe none.
+    records: Vec<RecordSchema>,
 }
 
 /// `{"records": [...]}`, the answer of every fetch.
@@ -310,7 +409,59 @@ mod tests {
     }
 
     #[test]
-    fn rendering_falls_back_to_text_then_base64() {
+    fn the_record_schema_has_the_fields_rendering_produces() {
+        let schema = serde_json::to_value(<RecordSchema as utoipa::PartialSchema>::schema()).unwrap();
+        let properties: HashSet<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let required: HashSet<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        let mut seen = HashSet::new();
+        let forms: [(&'static [u8], Option<&'static [u8]>); 4] = [
+            (br#"{"a": 1}"#, Some(b"k")),
+            (b"text", None),
+            (&[0xff], Some(&[0xfe])),
+            (b"null", None),
+        ];
+        for (value, key) in forms {
+            let stored = StoredRecord {
+                partition: 0,
+                offset: 0,
+                timestamp: 0,
+                key: key.map(Bytes::from_static),
+                headers: vec![],
+                value: Bytes::from_static(value),
+            };
+            let rendered = serde_json::to_value(RecordOut {
+                topic: "t",
+                record: &stored,
+            })
+            .unwrap();
+            let keys: HashSet<String> = rendered.as_object().unwrap().keys().cloned().collect();
+            for r in &required {
+                assert!(keys.contains(*r), "`{r}` is required but missing from {rendered}");
+            }
+            let values = ["value", "value_text", "value_base64"];
+            assert_eq!(
+                values.iter().filter(|v| keys.contains(**v)).count(),
+                1,
+                "{rendered}"
+            );
+            seen.extend(keys);
+        }
+        let seen: HashSet<&str> = seen.iter().map(String::as_str).collect();
+        assert_eq!(seen, properties);
+    }
+
+    #[test]
+    fn rendering_falls_back_to_value_text_then_value_base64() {
         let record = |value: &'static [u8], key: Option<&'static [u8]>| StoredRecord {
             partition: 0,
             offset: 1,
@@ -341,8 +492,12 @@ mod tests {
         );
         assert!(
             render(&record(b"hello", None))
-                .ends_with(r#""key":null,"headers":{"t":"x","b":{"base64":"/w=="}},"value":"hello"}"#)
+                .ends_with(r#""key":null,"headers":{"t":"x","b":{"base64":"/w=="}},"value_text":"hello"}"#)
         );
+        // A stored JSON string and the same text stored bare are told apart.
+        assert!(render(&record(br#""hello""#, None)).ends_with(r#""value":"hello"}"#));
+        assert!(render(&record(b"42", None)).ends_with(r#""value":42}"#));
+        assert!(render(&record(b"4 2", None)).ends_with(r#""value_text":"4 2"}"#));
         assert!(render(&record(&[0, 0xff], Some(&[0xfe]))).contains(r#""key_base64":"/g==","#));
         assert!(render(&record(&[0, 0xff], None)).ends_with(r#""value_base64":"AP8="}"#));
     }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_broker::{Broker, StoredRecord};
+use ferry_broker::Broker;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -79,16 +79,13 @@ impl AppState {
         })
     }
 
-    /// Long-polls with `fetch(wait)` until it returns records, `max_wait` has passed, or the server is
-    /// shutting down (then the answer is whatever the last slice found, possibly nothing).
-    pub async fn long_poll<F, Fut>(
-        &self,
-        max_wait: Duration,
-        mut fetch: F,
-    ) -> Result<Vec<StoredRecord>, ApiError>
+    /// Long-polls with `fetch(wait)` until it returns something (records, leased records), `max_wait`
+    /// has passed, or the server is shutting down (then the answer is whatever the last slice found,
+    /// possibly nothing). Each call gets at most one slice to wait.
+    pub async fn long_poll<T, F, Fut>(&self, max_wait: Duration, mut fetch: F) -> Result<Vec<T>, ApiError>
     where
         F: FnMut(Duration) -> Fut,
-        Fut: Future<Output = Result<Vec<StoredRecord>, ApiError>>,
+        Fut: Future<Output = Result<Vec<T>, ApiError>>,
     {
         let deadline = Instant::now() + max_wait;
         if !max_wait.is_zero() {

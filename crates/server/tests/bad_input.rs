@@ -65,6 +65,8 @@ impl Case {
 const RECORDS: &str = "/v1/topics/good/records";
 const COMMIT: &str = "/v1/groups/g/topics/good/offsets";
 const SEEK: &str = "/v1/groups/g/topics/good/seek";
+const MEMBERS: &str = "/v1/groups/g/topics/good/members";
+const HEARTBEAT: &str = "/v1/groups/g/topics/good/members/m/heartbeat";
 
 const QUEUE: &str = "/v1/queues/q/topics/good";
 const RECEIVE: &str = "/v1/queues/q/topics/good/receive";
@@ -732,6 +734,67 @@ fn matrix() -> Vec<Case> {
             .method(Method::DELETE)
             .expect(400, "invalid_name", Some("name")),
         get("get one subscription", format!("{SUBS}/sub")).expect(405, "method_not_allowed", None),
+        // A JSON array where an object belongs: serde would read it as the struct's fields in order.
+        post("publish of a record as an array", RECORDS, r#"[[null, null, 1]]"#).expect(
+            400,
+            "invalid_field",
+            Some("records[0]"),
+        ),
+        post(
+            "publish of an NDJSON record as an array",
+            RECORDS,
+            "{\"value\":1}\n[null, null, 1]\n",
+        )
+        .content_type(NDJSON)
+        .expect(400, "invalid_field", Some("records[1]")),
+        post(
+            "commit of an offset as an array",
+            COMMIT,
+            r#"{"offsets": [[0, 3]]}"#,
+        )
+        .expect(400, "invalid_field", Some("offsets[0]")),
+        post(
+            "commit body as an array",
+            COMMIT,
+            r#"[[{"partition": 0, "offset": 0}]]"#,
+        )
+        .expect(400, "invalid_field", None),
+        post("seek body as an array", SEEK, r#"["earliest"]"#).expect(400, "invalid_field", None),
+        post("seek target as an array", SEEK, r#"{"to": ["offset", 3]}"#).expect(
+            400,
+            "invalid_field",
+            Some("to"),
+        ),
+        post("join body as an array", MEMBERS, r#"["m1", 10000]"#).expect(400, "invalid_field", None),
+        post("join body as an empty array", MEMBERS, "[]").expect(400, "invalid_field", None),
+        post("heartbeat body as an array", HEARTBEAT, "[1]").expect(400, "invalid_field", None),
+        post("topic body as an empty array", "/v1/topics", "[]").expect(400, "invalid_field", None),
+        post("subscription body as an array", SUBS, r#"["s2", "queue"]"#).expect(400, "invalid_field", None),
+        put("queue settings as an array of values", QUEUE, "[30000, 5]").expect(400, "invalid_field", None),
+        post("receive body as an array of values", RECEIVE, "[10]").expect(400, "invalid_field", None),
+        post("nack of a record as an array", NACK, r#"{"records": [[0, 0]]}"#).expect(
+            400,
+            "invalid_field",
+            Some("records[0]"),
+        ),
+        post(
+            "nack body as an array",
+            NACK,
+            r#"[[{"partition": 0, "offset": 0}], 0]"#,
+        )
+        .expect(400, "invalid_field", None),
+        post(
+            "extend of a record as an array",
+            EXTEND,
+            r#"{"records": [[0, 0]], "visibility_timeout_ms": 1000}"#,
+        )
+        .expect(400, "invalid_field", Some("records[0]")),
+        post(
+            "extend body as an array",
+            EXTEND,
+            r#"[[{"partition": 0, "offset": 0}], 1000]"#,
+        )
+        .expect(400, "invalid_field", None),
         // Routes.
         get("unknown route", "/v1/nope").expect(404, "route_not_found", None),
         post(

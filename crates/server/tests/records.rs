@@ -165,18 +165,25 @@ async fn values_that_are_not_json_come_back_as_text_or_base64() {
             vec![
                 produce(b"plain text", Some(b"k"), b"v"),
                 produce(&[0, 0xff, 0x10], Some(&[0xfe]), &[0xff]),
+                produce(br#""plain text""#, None, b"v"),
             ],
         )
         .await
         .unwrap();
     let records = server.fetch("raw", 0, 0).await;
-    assert_eq!(records[0]["value"], "plain text");
+    // UTF-8 that is not JSON: `value_text`, never `value`, so it cannot pass for a stored JSON string.
+    assert_eq!(records[0]["value_text"], "plain text");
+    assert!(records[0].get("value").is_none() && records[0].get("value_base64").is_none());
     assert_eq!(records[0]["key"], "k");
     assert_eq!(records[0]["headers"], json!({"h": "v"}));
     assert_eq!(records[1]["value_base64"], "AP8Q");
     assert_eq!(records[1]["key_base64"], "/g==");
     assert_eq!(records[1]["headers"], json!({"h": {"base64": "/w=="}}));
     assert!(records[1].get("value").is_none() && records[1].get("key").is_none());
+    assert!(records[1].get("value_text").is_none());
+    // The JSON string of the same text: `value`.
+    assert_eq!(records[2]["value"], "plain text");
+    assert!(records[2].get("value_text").is_none());
     drop(broker);
     server.stop().await;
 }

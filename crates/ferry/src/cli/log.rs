@@ -112,7 +112,8 @@ pub fn run(cmd: LogCommand) -> Result<()> {
     }
 }
 
-fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+/// An `--fsync` flag, refused with the log crate's own message.
+pub(crate) fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     s.parse::<FsyncPolicy>().map_err(|e| match e {
         ferry_log::Error::Config(msg) => msg,
         other => other.to_string(),
@@ -120,13 +121,11 @@ fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
 }
 
 fn parse_header(s: &str) -> Result<Header, String> {
-    match s.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok(Header {
-            key: key.to_owned(),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-        }),
-        _ => Err(format!("expected KEY=VALUE with a non-empty KEY, got `{s}`")),
-    }
+    let (key, value) = super::parse_header(s)?;
+    Ok(Header {
+        key,
+        value: Bytes::from(value),
+    })
 }
 
 fn parse_from(s: &str) -> Result<Start, String> {

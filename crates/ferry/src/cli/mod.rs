@@ -1,8 +1,14 @@
 //! Subcommands of the `ferry` binary. Each module owns its arguments (clap derive) and a `run` function;
 //! `main.rs` only dispatches.
 
+pub mod consume;
 pub mod json;
 pub mod log;
+pub mod queue;
+pub mod remote;
+pub mod send;
+pub mod subscriptions;
+pub mod topics;
 pub mod up;
 
 use std::io::{self, Write};
@@ -28,4 +34,15 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain()
         .filter_map(|c| c.downcast_ref::<io::Error>())
         .any(|io| io.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// A `--header KEY=VALUE` flag: split at the first `=`; KEY must not be empty, VALUE may.
+///
+/// # Errors
+/// No `=`, or an empty KEY, naming what was given.
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE with a non-empty KEY, got `{s}`")),
+    }
 }

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use ferry_server::{ServerOptions, Tokens};
 
+use crate::cli::remote::Shutdown;
 use crate::config::Config;
 
 /// Arguments of `ferry up`.
@@ -66,7 +67,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         });
         println!("{line}");
         tracing::info!(%addr, data_dir = %data_dir.display(), "ferry is up");
-        ferry_server::serve_with(broker, listener, options, shutdown_signal()).await?;
+        let mut signals = Shutdown::listen();
+        ferry_server::serve_with(broker, listener, options, async move { signals.recv().await }).await?;
         Ok(())
     })
 }
@@ -114,23 +116,4 @@ async fn ensure_topics(
 
 fn settings(config: &TopicConfig) -> String {
     serde_json::to_string(config).unwrap_or_default()
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }

@@ -34,9 +34,7 @@
 //!   goes away never leaves a receive half done (its records come back when their lease ends) and a
 //!   shutdown never waits for a client's `max_wait_ms`.
 
-use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -44,65 +42,56 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ferry_broker::{Broker, BrokerError, Leased, QueueConfig, QueueInfo, ReceiveOptions};
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-use tokio::time::Instant;
+use ferry_broker::{Broker, BrokerError, QueueConfig, QueueInfo, ReceiveOptions};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::records::MAX_WAIT_MS;
 use crate::error::ApiError;
-use crate::extract::{Body, PathParams, parse_json};
-use crate::records::RecordOut;
+use crate::extract::{Body, Object, PathParams, parse_object, parse_object_or_default};
+use crate::openapi::GroupPath;
+use crate::records::{RecordOut, RecordSchema};
 use crate::state::AppState;
 
 /// Most records one receive may lease.
-const MAX_RECEIVE: u64 = 1000;
+pub(super) const MAX_RECEIVE: u64 = 1000;
 /// Records a receive leases when it does not say.
-const DEFAULT_RECEIVE: u64 = 10;
+pub(super) const DEFAULT_RECEIVE: u64 = 10;
 /// Longest lease and longest nack delay: 12 h, the bound of a group's `visibility_timeout_ms` (and SQS's).
-const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
-/// As `state::WAIT_SLICE`: a receive waits in slices of this length and checks for shutdown between them.
-const WAIT_SLICE: Duration = Duration::from_millis(250);
-
-/// `T` from a JSON object only. serde's derived structs also take an array of their fields in order
-/// (`[0, 5]` for `{"partition": 0, "offset": 5}`, `[]` for all defaults), which this API refuses.
-#[derive(Debug)]
-pub(super) struct Object<T>(pub T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(V(PhantomData)).map(Object)
-    }
-}
-
-/// A body that must be one JSON object, or empty for `T`'s defaults.
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.is_empty() {
-        return Ok(T::default());
-    }
-    parse_json::<Object<T>>(bytes, "").map(|o| o.0)
-}
+pub(super) const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
 
 /// `PUT /v1/queues/{group}/topics/{topic}` with a `QueueConfig`: 201 and the group when created, 200 when
 /// it existed with these settings.
+#[utoipa::path(
+    put,
+    path = "/v1/queues/{group}/topics/{topic}",
+    tag = "queue groups",
+    operation_id = "queue_create",
+    summary = "Create a queue group",
+    description = "With these settings; every key has a default, an empty body takes them all. 201 when \
+                   created, 200 when it existed with the same settings, 409 `queue_exists` with others. \
+                   A receive on a group that does not exist creates it with the defaults.",
+    params(GroupPath),
+    request_body(content = Option<QueueConfig>, description = "Optional: an empty body takes every default."),
+    responses(
+        (status = 201, description = "Created.", body = QueueInfo),
+        (status = 200, description = "It existed with these settings.", body = QueueInfo),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     PathParams((group, topic)): PathParams<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = body.json_only()?;
-    let config: QueueConfig = parse_body(&bytes)?;
+    let config: QueueConfig = parse_object_or_default(&bytes)?;
     // The broker answers alike whether it created the group or found it; only a look first tells.
     let existed = state.broker().queue_info(&group, &topic).is_ok();
     let broker = state.broker().clone();
@@ -118,6 +107,21 @@ pub(super) async fn create(
 }
 
 /// `GET /v1/queues/{group}/topics/{topic}`: settings, depth and in-flight count.
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{group}/topics/{topic}",
+    tag = "queue groups",
+    operation_id = "queue_describe",
+    summary = "Describe a queue group",
+    description = "Its settings, its dead-letter topic, its depth (records not yet done) and how many \
+                   records are leased now.",
+    params(GroupPath),
+    responses(
+        (status = 200, description = "The group.", body = QueueInfo),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    ),
+)]
 pub(super) async fn describe(
     State(state): State<AppState>,
     PathParams((group, topic)): PathParams<(String, String)>,
@@ -125,11 +129,18 @@ pub(super) async fn describe(
     Ok(Json(state.broker().queue_info(&group, &topic)?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(as = ReceiveRequest)]
 struct ReceiveBody {
+    /// Most records to lease.
+    #[schema(minimum = 1, maximum = 1000, default = 10)]
     max_records: Option<u64>,
+    /// How long to wait for a record when none is available (long-poll), in milliseconds.
+    #[schema(minimum = 0, maximum = 60000, default = 0)]
     max_wait_ms: Option<u64>,
+    /// How long the records stay leased, in milliseconds; absent: the group's `visibility_timeout_ms`.
+    #[schema(minimum = 1, maximum = 43200000)]
     visibility_timeout_ms: Option<u64>,
 }
 
@@ -146,27 +157,56 @@ fn in_range(field: &str, value: u64, range: RangeInclusive<u64>) -> Result<u64, 
 }
 
 /// A leased record as the API renders it: the record, then its lease.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LeasedRecord)]
 struct LeasedOut<'a> {
     #[serde(flatten)]
+    #[schema(value_type = RecordSchema)]
     record: RecordOut<'a>,
+    /// How many times the record was delivered, this time included: 1 on the first delivery.
     delivery_count: u32,
+    /// When the lease ends unless acked, nacked or extended, in milliseconds since the epoch.
     lease_expires_ms: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReceivedRecords)]
 struct Received<'a> {
+    /// The leased records; maybe none.
     records: Vec<LeasedOut<'a>>,
 }
 
 /// `POST /v1/queues/{group}/topics/{topic}/receive`: leases records, long-polling up to `max_wait_ms`.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{group}/topics/{topic}/receive",
+    tag = "queue groups",
+    operation_id = "queue_receive",
+    summary = "Receive records with a lease",
+    description = "Leases up to `max_records` available records for `visibility_timeout_ms`, waiting up \
+                   to `max_wait_ms` when none is available; an empty body takes the defaults. A record \
+                   not acked before its lease ends is delivered again; one delivered `max_deliveries` \
+                   times goes to the dead-letter topic. Creates the group with default settings if it \
+                   does not exist.",
+    params(GroupPath),
+    request_body(content = Option<ReceiveBody>, description = "Optional: an empty body takes every default."),
+    responses(
+        (status = 200, description = "The leased records (maybe none).", body = Received<'static>),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn receive(
     State(state): State<AppState>,
     PathParams((group, topic)): PathParams<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = body.json_only()?;
-    let body: ReceiveBody = parse_body(&bytes)?;
+    let body: ReceiveBody = parse_object_or_default(&bytes)?;
     let max_records = in_range(
         "max_records",
         body.max_records.unwrap_or(DEFAULT_RECEIVE),
@@ -183,14 +223,20 @@ pub(super) async fn receive(
         max_wait: Duration::ZERO,
         visibility_timeout: visibility.map(Duration::from_millis),
     };
-    let leased = long_poll_receive(
-        &state,
-        &group,
-        &topic,
-        options,
-        Duration::from_millis(max_wait_ms),
-    )
-    .await?;
+    let leased = state
+        .long_poll(Duration::from_millis(max_wait_ms), |max_wait| {
+            let (state, broker) = (state.clone(), state.broker().clone());
+            let (group, topic) = (group.clone(), topic.clone());
+            let options = ReceiveOptions { max_wait, ..options };
+            // Detached: a receive counts deliveries durably, then records the leases; stopped in between,
+            // its records would be handed out again at once instead of after their lease.
+            async move {
+                Ok(state
+                    .detached(async move { broker.receive(&group, &topic, options).await })
+                    .await??)
+            }
+        })
+        .await?;
     state
         .metrics()
         .records_out(&topic, leased.iter().map(|l| &l.record));
@@ -208,73 +254,80 @@ pub(super) async fn receive(
     Ok(Json(Received { records }).into_response())
 }
 
-/// Receives until records come, `max_wait` has passed, or the server is shutting down, in slices as
-/// [`AppState::long_poll`] does (which is typed for fetched records, not leased ones).
-async fn long_poll_receive(
-    state: &AppState,
-    group: &str,
-    topic: &str,
-    options: ReceiveOptions,
-    max_wait: Duration,
-) -> Result<Vec<Leased>, ApiError> {
-    let deadline = Instant::now() + max_wait;
-    if !max_wait.is_zero() {
-        tracing::debug!(max_wait_ms = max_wait.as_millis() as u64, "long-poll started");
-    }
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let options = ReceiveOptions {
-            max_wait: remaining.min(WAIT_SLICE),
-            ..options
-        };
-        let (broker, group, topic) = (state.broker().clone(), group.to_string(), topic.to_string());
-        // Detached: a receive counts deliveries durably, then records the leases; stopped in between, its
-        // records would be handed out again at once instead of after their lease.
-        let leased = state
-            .detached(async move { broker.receive(&group, &topic, options).await })
-            .await??;
-        if !leased.is_empty() || remaining <= WAIT_SLICE || state.shutdown().is_cancelled() {
-            return Ok(leased);
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
+/// A leased record, by where it is.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RecordRef {
+    /// The partition.
     partition: u32,
+    /// The offset in the partition.
     offset: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AckRequest)]
 struct AckBody {
+    /// Records the group has leased now; at least one.
+    #[schema(value_type = Vec<RecordRef>, min_items = 1)]
     records: Vec<Object<RecordRef>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NackRequest)]
 struct NackBody {
+    /// Records the group has leased now; at least one.
+    #[schema(value_type = Vec<RecordRef>, min_items = 1)]
     records: Vec<Object<RecordRef>>,
+    /// The records are available again this long from now, in milliseconds.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 43200000, default = 0)]
     delay_ms: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ExtendRequest)]
 struct ExtendBody {
+    /// Records the group has leased now; at least one.
+    #[schema(value_type = Vec<RecordRef>, min_items = 1)]
     records: Vec<Object<RecordRef>>,
+    /// The leases end this long from now, in milliseconds.
+    #[schema(minimum = 1, maximum = 43200000)]
     visibility_timeout_ms: u64,
 }
 
 /// `POST .../ack` with `{"records": [{"partition", "offset"}]}`: 204 once durable.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{group}/topics/{topic}/ack",
+    tag = "queue groups",
+    operation_id = "queue_ack",
+    summary = "Acknowledge leased records",
+    description = "The records are done for good: never delivered again. All or nothing: a record the \
+                   group has not leased now (never delivered, already acked, or its lease ran out) is \
+                   409 `not_leased` naming `records[i]`, and nothing changes.",
+    params(GroupPath),
+    request_body = AckBody,
+    responses(
+        (status = 204, description = "Done."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn ack(
     State(state): State<AppState>,
     PathParams((group, topic)): PathParams<(String, String)>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let bytes = body.json_only()?;
-    let Object(AckBody { records }) = parse_json(&bytes, "")?;
+    let AckBody { records } = parse_object(&bytes)?;
     settle(
         &state,
         group,
@@ -287,13 +340,34 @@ pub(super) async fn ack(
 
 /// `POST .../nack` with `{"records": [...], "delay_ms"?}`: 204; the records are available again after
 /// the delay.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{group}/topics/{topic}/nack",
+    tag = "queue groups",
+    operation_id = "queue_nack",
+    summary = "Give leased records back",
+    description = "The records are available again after `delay_ms` (at once by default). All or \
+                   nothing, as ack.",
+    params(GroupPath),
+    request_body = NackBody,
+    responses(
+        (status = 204, description = "Done."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn nack(
     State(state): State<AppState>,
     PathParams((group, topic)): PathParams<(String, String)>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let bytes = body.json_only()?;
-    let Object(NackBody { records, delay_ms }) = parse_json(&bytes, "")?;
+    let NackBody { records, delay_ms } = parse_object(&bytes)?;
     let delay = Duration::from_millis(in_range("delay_ms", delay_ms, 0..=MAX_VISIBILITY_MS)?);
     settle(&state, group, topic, records, move |broker, group, topic, records| async move {
         broker.nack(&group, &topic, &records, delay).await
@@ -303,16 +377,36 @@ pub(super) async fn nack(
 
 /// `POST .../extend` with `{"records": [...], "visibility_timeout_ms"}`: 204; the leases now end that
 /// long from now.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{group}/topics/{topic}/extend",
+    tag = "queue groups",
+    operation_id = "queue_extend",
+    summary = "Extend leases",
+    description = "The records' leases now end `visibility_timeout_ms` from now. All or nothing, as ack.",
+    params(GroupPath),
+    request_body = ExtendBody,
+    responses(
+        (status = 204, description = "Done."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn extend(
     State(state): State<AppState>,
     PathParams((group, topic)): PathParams<(String, String)>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let bytes = body.json_only()?;
-    let Object(ExtendBody {
+    let ExtendBody {
         records,
         visibility_timeout_ms,
-    }) = parse_json(&bytes, "")?;
+    } = parse_object(&bytes)?;
     let visibility = Duration::from_millis(in_range(
         "visibility_timeout_ms",
         visibility_timeout_ms,

@@ -6,11 +6,15 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use ferry_broker::{BrokerError, FetchLimits, Produced};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 
 use crate::error::ApiError;
 use crate::extract::{Body, PathParams, Query, parse_u64};
-use crate::records::{RecordsOut, parse_publish, record_size};
+use crate::openapi::{PartitionPath, TopicPath};
+use crate::records::{
+    PublishBodySchema, PublishRecordSchema, RecordsOut, RecordsSchema, parse_publish, record_size,
+};
 use crate::state::AppState;
 
 /// Most records one fetch may ask for.
@@ -19,6 +23,30 @@ pub(super) const MAX_RECORDS: u64 = 10_000;
 pub(super) const MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest long-poll.
 pub(super) const MAX_WAIT_MS: u64 = 60_000;
+
+/// The query parameters of a partition fetch.
+pub(super) const FETCH_PARAMS: &[&str] = &["offset", "max_records", "max_bytes", "max_wait_ms"];
+
+/// The query of `GET /v1/topics/{topic}/partitions/{partition}/records`, for the OpenAPI document (the
+/// handler reads [`FETCH_PARAMS`] with `Query`, which refuses unknown and repeated names).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "parameters of the OpenAPI document only")]
+pub(super) struct FetchQuery {
+    /// The offset to read from, in the partition's `start_offset..=next_offset` (see the topic's
+    /// description); outside it is 422 `offset_out_of_range`. At `next_offset` the fetch waits up to
+    /// `max_wait_ms` for a record.
+    offset: u64,
+    /// Most records to return.
+    #[param(minimum = 1, maximum = 10000, default = 500)]
+    max_records: Option<u64>,
+    /// About this many bytes of keys and values at most (at least one record is returned if any is there).
+    #[param(minimum = 1, maximum = 16777216, default = 1048576)]
+    max_bytes: Option<u64>,
+    /// How long to wait for a first record when none is there (long-poll), in milliseconds.
+    #[param(minimum = 0, maximum = 60000, default = 0)]
+    max_wait_ms: Option<u64>,
+}
 
 /// `max_records` (1..=10000, default 500), `max_bytes` (1..=16 MiB, default 1 MiB), `max_wait_ms`
 /// (0..=60000, default 0).
@@ -35,13 +63,45 @@ pub(super) fn fetch_limits(q: &Query) -> Result<FetchLimits, ApiError> {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Published)]
 pub(super) struct Offsets {
+    /// Where each record landed, in request order.
     offsets: Vec<Produced>,
 }
 
 /// `POST /v1/topics/{topic}/records`: one record, a JSON array, or NDJSON. Answers with each record's
 /// partition and offset, in request order, once all are durable.
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/records",
+    tag = "records",
+    operation_id = "publish",
+    summary = "Publish records",
+    description = "One record (a JSON object), several (a JSON array of them), or NDJSON (one record \
+                   object per line; blank lines are skipped; `application/ndjson` and \
+                   `application/jsonl` are taken too). A record goes to its `partition`, else to \
+                   `fnv1a64(key) % partitions`, else round-robin. All or nothing: the answer comes once \
+                   every record is durable under the topic's fsync policy, with each record's partition \
+                   and offset in request order; a refused record (`field`: `records[i]...`, counting \
+                   records from 0 whatever the form) writes nothing.",
+    params(TopicPath),
+    request_body(
+        description = "One record, an array of records, or NDJSON records.",
+        content(
+            (PublishBodySchema = "application/json"),
+            (PublishRecordSchema = "application/x-ndjson"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Every record is durable.", body = Offsets),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn publish(
     State(state): State<AppState>,
     PathParams(topic): PathParams<String>,
@@ -84,16 +144,29 @@ fn locate(error: BrokerError, shapes: &[(Option<u32>, usize)]) -> ApiError {
 }
 
 /// `GET /v1/topics/{topic}/partitions/{partition}/records?offset=N&max_records=&max_bytes=&max_wait_ms=`.
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/partitions/{partition}/records",
+    tag = "records",
+    operation_id = "fetch",
+    summary = "Fetch from one partition",
+    description = "Records from `offset` on, in offset order, within the limits; waits up to \
+                   `max_wait_ms` when there is none yet (an empty list when none came).",
+    params(PartitionPath, FetchQuery),
+    responses(
+        (status = 200, description = "The records (maybe none).", body = RecordsSchema),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::Unprocessable),
+    ),
+)]
 pub(super) async fn fetch(
     State(state): State<AppState>,
     PathParams((topic, partition)): PathParams<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let partition = parse_partition(&partition)?;
-    let q = Query::parse(
-        query.as_deref(),
-        &["offset", "max_records", "max_bytes", "max_wait_ms"],
-    )?;
+    let q = Query::parse(query.as_deref(), FETCH_PARAMS)?;
     let offset = q.u64("offset")?.ok_or_else(|| ApiError::InvalidParameter {
         field: "offset".into(),
         message: "required: the offset to read from".into(),

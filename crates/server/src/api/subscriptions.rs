@@ -47,22 +47,31 @@ use ferry_broker::{
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
-use super::queues::Object;
 use crate::error::ApiError;
-use crate::extract::{Body, PathParams, from_value, parse_json};
+use crate::extract::{Body, Object, PathParams, from_value, parse_object};
+use crate::openapi::{CreateSubscriptionSchema, SubscriptionPath, TopicPath};
 use crate::state::AppState;
 
 /// A subscription as the API renders it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Subscription)]
 struct SubscriptionOut {
+    /// The topic.
     topic: String,
+    /// The subscription, which is also its group's name.
     name: String,
+    /// `queue`: consumed through `/v1/queues/{name}/topics/{topic}/...`; `stream`: through
+    /// `/v1/groups/{name}/topics/{topic}/...`.
     kind: SubscriptionKind,
+    /// The SNS filter policy; `null` lets every record through.
     filter_policy: Option<Value>,
+    /// Whether the policy looks at the JSON value or at the headers.
     filter_scope: FilterScope,
     /// Only for kind `queue`: a stream group has no queue settings.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = QueueConfig, required = false)]
     queue: Option<QueueConfig>,
 }
 
@@ -86,13 +95,38 @@ impl From<SubscriptionInfo> for SubscriptionOut {
 }
 
 /// `POST /v1/topics/{topic}/subscriptions`: 201 and the subscription when created, 200 when it existed.
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/subscriptions",
+    tag = "subscriptions",
+    operation_id = "subscription_create",
+    summary = "Subscribe a group to a topic",
+    description = "A queue group (default) or a stream group named after the subscription, which sees \
+                   only the records its filter policy matches, from the oldest record still stored. 201 \
+                   when created, 200 when it existed with the same settings, 409 `subscription_exists` \
+                   with others. A policy the broker refuses is 422 `invalid_filter_policy` with `field` \
+                   pointing into it.",
+    params(TopicPath),
+    request_body = CreateSubscriptionSchema,
+    responses(
+        (status = 201, description = "Created.", body = SubscriptionOut),
+        (status = 200, description = "It existed with these settings.", body = SubscriptionOut),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     PathParams(topic): PathParams<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = body.json_only()?;
-    let mut object: Map<String, Value> = parse_json(&bytes, "")?;
+    let mut object: Map<String, Value> = parse_object(&bytes)?;
     let name: String = match object.remove("name") {
         Some(name) => from_value(name, "name")?,
         None => {
@@ -165,12 +199,29 @@ pub(super) async fn create(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SubscriptionList)]
 pub(super) struct Subscriptions {
+    /// By name.
     subscriptions: Vec<SubscriptionOut>,
 }
 
 /// `GET /v1/topics/{topic}/subscriptions`: the topic's subscriptions, by name.
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/subscriptions",
+    tag = "subscriptions",
+    operation_id = "subscription_list",
+    summary = "List a topic's subscriptions",
+    description = "Every subscription of the topic with its kind, filter and (kind `queue`) queue \
+                   settings, by name.",
+    params(TopicPath),
+    responses(
+        (status = 200, description = "The subscriptions, by name.", body = Subscriptions),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     PathParams(topic): PathParams<String>,
@@ -185,6 +236,22 @@ pub(super) async fn list(
 }
 
 /// `DELETE /v1/topics/{topic}/subscriptions/{name}`: 204; the group's progress goes with it.
+#[utoipa::path(
+    delete,
+    path = "/v1/topics/{topic}/subscriptions/{name}",
+    tag = "subscriptions",
+    operation_id = "subscription_delete",
+    summary = "Delete a subscription",
+    description = "The group's progress (queue state or committed offsets) goes with it; records, and a \
+                   dead-letter topic it filled, stay.",
+    params(SubscriptionPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     PathParams((topic, name)): PathParams<(String, String)>,

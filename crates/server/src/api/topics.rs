@@ -10,13 +10,34 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::extract::{Body, PathParams, from_value, parse_json};
+use crate::extract::{Body, PathParams, from_value, parse_object};
+use crate::openapi::{CreateTopicSchema, TopicPath};
 use crate::state::AppState;
 
 /// `POST /v1/topics` with `{"name": ..., <TopicConfig keys>}`: 201 and the topic.
+#[utoipa::path(
+    post,
+    path = "/v1/topics",
+    tag = "topics",
+    operation_id = "create_topic",
+    summary = "Create a topic",
+    description = "A name and the topic's settings; every setting has a default, unknown keys are \
+                   refused. `partitions` is fixed at creation.",
+    request_body = CreateTopicSchema,
+    responses(
+        (status = 201, description = "Created.", body = TopicInfo,
+         headers(("Location" = String, description = "`/v1/topics/{name}`"))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn create(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let bytes = body.json_only()?;
-    let mut object: serde_json::Map<String, Value> = parse_json(&bytes, "")?;
+    let mut object: serde_json::Map<String, Value> = parse_object(&bytes)?;
     let name: String = match object.remove("name") {
         Some(name) => from_value(name, "name")?,
         None => {
@@ -41,12 +62,22 @@ pub(super) async fn create(State(state): State<AppState>, body: Body) -> Result<
         .into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = TopicList)]
 pub(super) struct Topics {
     topics: Vec<TopicInfo>,
 }
 
 /// `GET /v1/topics`: every topic, by name.
+#[utoipa::path(
+    get,
+    path = "/v1/topics",
+    tag = "topics",
+    operation_id = "list_topics",
+    summary = "List topics",
+    description = "Every topic with its settings and partitions, by name.",
+    responses((status = 200, description = "The topics.", body = Topics)),
+)]
 pub(super) async fn list(State(state): State<AppState>) -> Json<Topics> {
     Json(Topics {
         topics: state.broker().list_topics(),
@@ -54,6 +85,20 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Topics> {
 }
 
 /// `GET /v1/topics/{topic}`.
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    operation_id = "describe_topic",
+    summary = "Describe a topic",
+    description = "Its settings and, per partition, the first and next offsets and the size on disk.",
+    params(TopicPath),
+    responses(
+        (status = 200, description = "The topic.", body = TopicInfo),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    ),
+)]
 pub(super) async fn describe(
     State(state): State<AppState>,
     PathParams(topic): PathParams<String>,
@@ -62,6 +107,21 @@ pub(super) async fn describe(
 }
 
 /// `DELETE /v1/topics/{topic}`: 204.
+#[utoipa::path(
+    delete,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    operation_id = "delete_topic",
+    summary = "Delete a topic",
+    description = "Deletes the topic, its records and the groups' offsets on it.",
+    params(TopicPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 503, response = crate::openapi::ShuttingDown),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     PathParams(topic): PathParams<String>,
