@@ -26,6 +26,9 @@ use crate::meta::{MetaEvent, QueuePartition};
 use crate::names::validate_name;
 use crate::{FetchLimits, Produce};
 
+/// Records read at once while looking for new records to hand out.
+const SCAN_CHUNK_RECORDS: usize = 1024;
+
 /// Options of one receive call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiveOptions {
@@ -339,11 +342,13 @@ impl Broker {
                     chosen.push((record, count + 1));
                 }
             }
-            // New records, from the first never handed out.
+            // New records, from the first never handed out. Read in chunks, not `budget` at a time: a
+            // filter may reject most of them, and a receive of one record must not cost one read per
+            // record it skips.
             let mut cursor = part.cursor();
             while chosen.len() < budget && cursor < log.next_offset() {
                 let limits = FetchLimits {
-                    max_records: budget - chosen.len(),
+                    max_records: SCAN_CHUNK_RECORDS,
                     max_bytes: 1 << 20,
                     max_wait: Duration::ZERO,
                 };
@@ -353,6 +358,9 @@ impl Broker {
                 }
                 let mut held_back = false;
                 for r in records {
+                    if chosen.len() >= budget {
+                        break;
+                    }
                     let available_ms = r.timestamp.saturating_add(config.delivery_delay_ms as i64);
                     if available_ms > wall {
                         wake_at(now + Duration::from_millis((available_ms - wall) as u64));
