@@ -7,12 +7,11 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Answer, TestServer};
+use common::{Answer, Events, TestServer, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 
 const Q: &str = "/v1/queues/workers/topics/jobs";
 
@@ -346,37 +345,6 @@ async fn max_in_flight_limits_a_receive() {
     assert_eq!(next.len(), 1);
     assert!(!first.contains(&next[0]));
     server.stop().await;
-}
-
-/// Forwards the message of every event of the server to a channel: how the test knows that a receive
-/// is waiting, without sleeping.
-struct Events(mpsc::UnboundedSender<String>);
-
-impl<S: tracing::Subscriber> Layer<S> for Events {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Message(String);
-        impl Visit for Message {
-            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" {
-                    self.0 = format!("{value:?}");
-                }
-            }
-        }
-        if event.metadata().target().starts_with("ferry_server") {
-            let mut message = Message(String::new());
-            event.record(&mut message);
-            let _ = self.0.send(message.0);
-        }
-    }
-}
-
-async fn wait_for(events: &mut mpsc::UnboundedReceiver<String>, message: &str) {
-    while let Some(m) = events.recv().await {
-        if m == message {
-            return;
-        }
-    }
-    panic!("no `{message}` event");
 }
 
 /// A receive waiting for `max_wait_ms`, spawned; its answer as JSON.

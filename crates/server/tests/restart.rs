@@ -7,44 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{Events, TestServer, wait_for};
 use ferry_broker::{Broker, FetchLimits};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-/// Forwards the message of every event of the server to a channel: how the test knows that a request
-/// is being handled, without sleeping.
-struct Events(mpsc::UnboundedSender<String>);
-
-impl<S: tracing::Subscriber> Layer<S> for Events {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Message(String);
-        impl Visit for Message {
-            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" {
-                    self.0 = format!("{value:?}");
-                }
-            }
-        }
-        if event.metadata().target().starts_with("ferry_server") {
-            let mut message = Message(String::new());
-            event.record(&mut message);
-            let _ = self.0.send(message.0);
-        }
-    }
-}
-
-async fn wait_for(events: &mut mpsc::UnboundedReceiver<String>, message: &str) {
-    while let Some(m) = events.recv().await {
-        if m == message {
-            return;
-        }
-    }
-    panic!("no `{message}` event");
-}
+use tracing_subscriber::layer::SubscriberExt;
 
 #[tokio::test]
 async fn records_and_offsets_survive_a_graceful_restart() {

@@ -5,47 +5,13 @@
 
 mod common;
 
-use common::TestServer;
+use common::{Events, TestServer, wait_for};
 use ferry_broker::{Broker, FetchLimits};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-/// Forwards the message of every event of the server to a channel.
-struct Events(mpsc::UnboundedSender<String>);
-
-impl<S: tracing::Subscriber> Layer<S> for Events {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Message(String);
-        impl Visit for Message {
-            // `message` and the `%route` field both arrive here, formatted as plain text.
-            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                match field.name() {
-                    "message" => self.0.insert_str(0, &format!("{value:?}")),
-                    "route" => self.0.push_str(&format!(" {value:?}")),
-                    _ => {}
-                }
-            }
-        }
-        if event.metadata().target().starts_with("ferry_server") {
-            let mut message = Message(String::new());
-            event.record(&mut message);
-            let _ = self.0.send(message.0);
-        }
-    }
-}
-
-async fn wait_for(events: &mut mpsc::UnboundedReceiver<String>, message: &str) {
-    while let Some(m) = events.recv().await {
-        if m == message {
-            return;
-        }
-    }
-    panic!("no `{message}` event");
-}
+use tracing_subscriber::layer::SubscriberExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_half_sent_when_shutdown_begins_is_finished_and_durable() {

@@ -160,3 +160,39 @@ pub fn offsets(body: &Value) -> Vec<(u64, u64)> {
         .map(|o| (o["partition"].as_u64().unwrap(), o["offset"].as_u64().unwrap()))
         .collect()
 }
+
+/// Forwards every event of the server (`ferry_server` targets) to a channel as its message, followed by
+/// ` <route>` when the event has a `route` field: how a test knows that a request is being handled or a
+/// long-poll is waiting, without sleeping.
+pub struct Events(pub tokio::sync::mpsc::UnboundedSender<String>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            // `message` and `%route` both arrive here, formatted as plain text.
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                match field.name() {
+                    "message" => self.0.insert_str(0, &format!("{value:?}")),
+                    "route" => self.0.push_str(&format!(" {value:?}")),
+                    _ => {}
+                }
+            }
+        }
+        if event.metadata().target().starts_with("ferry_server") {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            let _ = self.0.send(message.0);
+        }
+    }
+}
+
+/// Waits for the event `message` (as [`Events`] renders it), skipping others.
+pub async fn wait_for(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>, message: &str) {
+    while let Some(m) = events.recv().await {
+        if m == message {
+            return;
+        }
+    }
+    panic!("no `{message}` event");
+}
