@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{QueueConfig, TopicConfig};
-use crate::subscription::SubscriptionSpec;
+use crate::subscription::{SubscriptionKind, SubscriptionSpec};
 
 /// One metadata change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,10 +55,14 @@ pub(crate) enum MetaEvent {
         topic: String,
         done: Vec<(u32, u64)>,
     },
+    /// `starts_at`: `[partition, offset]` of each partition's end when the subscription was created; it
+    /// gets the records from there on (empty in logs written before it existed: from the start).
     SubscriptionCreated {
         topic: String,
         name: String,
         spec: SubscriptionSpec,
+        #[serde(default)]
+        starts_at: Vec<(u32, u64)>,
     },
     SubscriptionDeleted {
         topic: String,
@@ -245,9 +249,30 @@ impl MetaState {
                 self.queues.retain(|(_, topic), _| topic != name);
                 self.subscriptions.retain(|(topic, _), _| topic != name);
             }
-            MetaEvent::SubscriptionCreated { topic, name, spec } => {
+            MetaEvent::SubscriptionCreated {
+                topic,
+                name,
+                spec,
+                starts_at,
+            } => {
                 self.subscriptions
                     .insert((topic.clone(), name.clone()), spec.clone());
+                let key = (name.clone(), topic.clone());
+                match spec.kind {
+                    SubscriptionKind::Queue => {
+                        if let Some(q) = self.queues.get_mut(&key) {
+                            for &(p, o) in starts_at {
+                                q.partitions.entry(p).or_default().advance_to(o);
+                            }
+                        }
+                    }
+                    SubscriptionKind::Stream => {
+                        let committed = self.offsets.entry(key).or_default();
+                        for &(p, o) in starts_at {
+                            committed.entry(p).or_insert(o);
+                        }
+                    }
+                }
             }
             MetaEvent::SubscriptionDeleted { topic, name } => {
                 self.subscriptions.remove(&(topic.clone(), name.clone()));
@@ -301,6 +326,15 @@ impl MetaState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subscription_written_before_starts_at_existed_still_reads() {
+        let old = r#"{"op":"subscription_created","topic":"t","name":"s","spec":{"kind":"stream","filter_policy":null,"filter_scope":"body","queue":{"visibility_timeout_ms":30000,"max_deliveries":5,"max_in_flight":1000,"delivery_delay_ms":0,"dead_letter_topic":null}}}"#;
+        match serde_json::from_str::<MetaEvent>(old).unwrap() {
+            MetaEvent::SubscriptionCreated { starts_at, .. } => assert!(starts_at.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn every_event_reads_back_as_written() {

@@ -1,6 +1,7 @@
 //! Subscriptions (SNS fan-out): named queue or stream groups on a topic, each with an optional filter
-//! policy. Every record reaches every subscription whose policy it matches; records that do not match are
-//! skipped for that subscription (counted as done, never delivered).
+//! policy. Every record published after a subscription was created reaches it if its policy matches
+//! (records already in the topic do not, as with SNS); records that do not match are skipped for that
+//! subscription (counted as done, never delivered).
 
 use std::sync::Arc;
 
@@ -91,10 +92,18 @@ impl Broker {
                 if spec.kind == SubscriptionKind::Queue {
                     self.create_queue(name, &t.name, spec.queue.clone()).await?;
                 }
+                // Like SNS, a subscription gets what is published once it exists, not the topic's past.
+                let starts_at = t
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(p, log)| (p as u32, log.next_offset()))
+                    .collect();
                 self.commit_meta(MetaEvent::SubscriptionCreated {
                     topic: t.name.clone(),
                     name: name.into(),
                     spec: spec.clone(),
+                    starts_at,
                 })
                 .await?;
             }

@@ -222,3 +222,51 @@ async fn a_topic_created_again_does_not_inherit_filters_or_leases_of_the_deleted
     assert_eq!(ids(got.iter().map(|l| l.record.value.clone())), vec![2, 3]);
     assert!(got.iter().all(|l| l.deliveries == 1));
 }
+
+#[tokio::test]
+async fn a_subscription_gets_what_is_published_after_it_exists_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker
+        .create_topic(
+            "t",
+            TopicConfig {
+                partitions: 2,
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let before: Vec<Produce> = (0..6).map(|i| customer(i, "eu-west", "created")).collect();
+    broker.publish("t", before).await.unwrap();
+    broker
+        .create_subscription("t", "q", SubscriptionSpec::default())
+        .await
+        .unwrap();
+    let stream = SubscriptionSpec {
+        kind: SubscriptionKind::Stream,
+        ..SubscriptionSpec::default()
+    };
+    broker.create_subscription("t", "s", stream).await.unwrap();
+    let after: Vec<Produce> = (100..104).map(|i| customer(i, "eu-west", "created")).collect();
+    broker.publish("t", after).await.unwrap();
+
+    let expect = vec![100, 101, 102, 103];
+    let leased = broker.receive("q", "t", take()).await.unwrap();
+    assert_eq!(ids(leased.iter().map(|l| l.record.value.clone())), expect);
+    let limits = FetchLimits {
+        max_records: 1000,
+        max_bytes: 1 << 20,
+        max_wait: Duration::ZERO,
+    };
+    let fetched = broker.group_fetch("s", "t", limits).await.unwrap();
+    assert_eq!(ids(fetched.iter().map(|r| r.value.clone())), expect);
+
+    // The starting points are durable: after a restart, still nothing from before the subscriptions.
+    drop(broker);
+    let broker = Broker::open(dir.path()).unwrap();
+    let leased = broker.receive("q", "t", take()).await.unwrap();
+    assert_eq!(ids(leased.iter().map(|l| l.record.value.clone())), expect);
+    let fetched = broker.group_fetch("s", "t", limits).await.unwrap();
+    assert_eq!(ids(fetched.iter().map(|r| r.value.clone())), expect);
+}
