@@ -218,3 +218,48 @@ fn up_takes_tokens_from_the_config_file_and_the_environment_and_reports_fsync_la
     assert!(ok, "{err}");
     assert!(!err.contains("secret"), "a token was logged: {err}");
 }
+
+#[test]
+fn every_publish_answered_before_a_sigkill_is_there_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--data-dir", data.to_str().unwrap()];
+    let mut server = up(&args);
+    let (status, body) = http(
+        &server.url,
+        "POST",
+        "/v1/topics",
+        r#"{"name":"t","partitions":2}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut acknowledged = Vec::new();
+    for i in 0..200 {
+        let record = format!(r#"{{"key":"k{i}","value":{{"n":{i}}}}}"#);
+        let (status, body) = http(&server.url, "POST", "/v1/topics/t/records", &record);
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let at = &v["offsets"][0];
+        acknowledged.push((
+            at["partition"].as_u64().unwrap(),
+            at["offset"].as_u64().unwrap(),
+            i,
+        ));
+    }
+    server.child.kill().unwrap(); // SIGKILL: no graceful shutdown, no final flush
+    server.child.wait().unwrap();
+
+    let server = up(&args);
+    for (partition, offset, n) in acknowledged {
+        let path = format!("/v1/topics/t/partitions/{partition}/records?offset={offset}&max_records=1");
+        let (status, body) = http(&server.url, "GET", &path, "");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["records"][0]["value"]["n"], n,
+            "record {n} at {partition}:{offset}: {body}"
+        );
+        assert_eq!(v["records"][0]["key"], format!("k{n}"), "{body}");
+    }
+    let (ok, err) = stop(server);
+    assert!(ok, "{err}");
+}

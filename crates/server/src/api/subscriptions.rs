@@ -25,7 +25,8 @@
 //!   than `max_records`, or none, although later records exist.
 //! - The broker keys a filter by group name and topic, not by kind: it applies to every group named `S`
 //!   on `T`, also through the other kind's routes.
-//! - A new subscription starts at the oldest record still stored in `T`, not at its end.
+//! - A new subscription starts at the end of `T` when it is created: it gets what is published after it
+//!   exists, as with SNS.
 //! - Deleting a subscription deletes its group's progress (queue state or committed offsets); records,
 //!   and a dead-letter topic it filled, stay.
 //! - Creating answers 201 when it created the subscription, 200 when one with the same name and the same
