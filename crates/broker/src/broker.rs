@@ -253,6 +253,8 @@ impl Broker {
             retention_age: None,
             segment_age: None,
             segment_bytes: 64 * 1024 * 1024,
+            // One event or snapshot is one batch: let a large snapshot through.
+            max_batch_bytes: ferry_log::MAX_BATCH_LEN,
             ..LogConfig::default()
         };
         fs::create_dir_all(&dir).map_err(|e| BrokerError::Metadata(format!("{}: {e}", dir.display())))?;
@@ -602,7 +604,15 @@ impl Broker {
                 // generation), or reads again from the positions the rebalance reset.
                 continue;
             }
-            if !out.is_empty() || limits.max_wait.is_zero() {
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            if !moved.is_empty() {
+                // Records were read and a subscription's filter dropped them all: read on at once
+                // rather than wait for a publish, or a backlog would be crossed one pass per wake-up.
+                continue;
+            }
+            if limits.max_wait.is_zero() {
                 return Ok(out);
             }
             // Wake at a session's end too, so a dead member's partitions move while others wait.

@@ -22,6 +22,9 @@ use serde_json::{Map, Value};
 
 use crate::error::BrokerError;
 
+/// Largest filter policy, as JSON (SNS allows 256 KiB; it is stored in the metadata log).
+pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+
 /// Where a policy looks: the record's headers, or its value parsed as JSON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
@@ -77,7 +80,7 @@ fn invalid(message: String) -> BrokerError {
 }
 
 impl FilterPolicy {
-    /// Parses a policy.
+    /// Parses a policy of at most [`MAX_POLICY_BYTES`] of JSON.
     ///
     /// # Errors
     /// [`BrokerError::InvalidArgument`] on field `filter_policy`, saying which key is wrong and why.
@@ -85,6 +88,12 @@ impl FilterPolicy {
         let Value::Object(map) = policy else {
             return Err(invalid("must be a JSON object".into()));
         };
+        let size = serde_json::to_vec(policy).map_or(usize::MAX, |v| v.len());
+        if size > MAX_POLICY_BYTES {
+            return Err(invalid(format!(
+                "is {size} bytes of JSON, more than the {MAX_POLICY_BYTES} a policy may have"
+            )));
+        }
         let rules = parse_object(map, "", scope)?;
         Ok(Self { rules, scope })
     }

@@ -26,6 +26,10 @@ use crate::meta::{MetaEvent, QueuePartition};
 use crate::names::validate_name;
 use crate::{FetchLimits, Produce};
 
+/// Records a filter may skip in one pass of a receive: they are recorded as done in one meta event,
+/// which must stay well under a batch's size limit (about 14 bytes each).
+const MAX_SKIPPED_PER_PASS: usize = 65_536;
+
 /// Records read at once while looking for new records to hand out.
 const SCAN_CHUNK_RECORDS: usize = 1024;
 
@@ -212,10 +216,14 @@ impl Broker {
             let notified = t.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (leased, next_wake) = {
+            let (leased, next_wake, more) = {
                 let _guard = lock_.lock().await;
                 self.receive_once(group, &t, options).await?
             };
+            if leased.is_empty() && more {
+                // The pass stopped at its cap of skipped records: go on from where it stopped.
+                continue;
+            }
             if !leased.is_empty() || Instant::now() >= deadline {
                 return Ok(leased);
             }
@@ -229,7 +237,7 @@ impl Broker {
         group: &str,
         t: &Arc<Topic>,
         options: ReceiveOptions,
-    ) -> Result<(Vec<Leased>, Option<Instant>)> {
+    ) -> Result<(Vec<Leased>, Option<Instant>, bool)> {
         let key = queue_key(group, &t.name);
         let now = Instant::now();
         let wall = now_ms();
@@ -346,7 +354,8 @@ impl Broker {
             // filter may reject most of them, and a receive of one record must not cost one read per
             // record it skips.
             let mut cursor = part.cursor();
-            while chosen.len() < budget && cursor < log.next_offset() {
+            while chosen.len() < budget && cursor < log.next_offset() && skipped.len() < MAX_SKIPPED_PER_PASS
+            {
                 let limits = FetchLimits {
                     max_records: SCAN_CHUNK_RECORDS,
                     max_bytes: 1 << 20,
@@ -358,7 +367,7 @@ impl Broker {
                 }
                 let mut held_back = false;
                 for r in records {
-                    if chosen.len() >= budget {
+                    if chosen.len() >= budget || skipped.len() >= MAX_SKIPPED_PER_PASS {
                         break;
                     }
                     let available_ms = r.timestamp.saturating_add(config.delivery_delay_ms as i64);
@@ -394,6 +403,7 @@ impl Broker {
         if !dead.is_empty() {
             self.dead_letter(group, t, &config, &dead).await?;
         }
+        let capped = skipped.len() >= MAX_SKIPPED_PER_PASS;
         if !skipped.is_empty() {
             // Records the subscription's filter rejects are done for this group without a delivery.
             self.commit_meta(MetaEvent::QueueDone {
@@ -404,7 +414,7 @@ impl Broker {
             .await?;
         }
         if chosen.is_empty() {
-            return Ok((Vec::new(), next_wake));
+            return Ok((Vec::new(), next_wake, capped));
         }
         let deliveries = chosen.iter().map(|(r, c)| (r.partition, r.offset, *c)).collect();
         self.commit_meta(MetaEvent::QueueDelivered {
@@ -431,7 +441,7 @@ impl Broker {
                 }
             })
             .collect();
-        Ok((out, next_wake))
+        Ok((out, next_wake, capped))
     }
 
     /// Publishes dead letters to the group's dead-letter topic, then marks them done.

@@ -89,16 +89,24 @@ impl Broker {
                 });
             }
             None => {
+                // Like SNS, a subscription gets what is published once it exists, not the topic's past;
+                // but a queue group of that name that exists already keeps its backlog.
+                let queue_existed = lock(&self.inner.state)
+                    .meta
+                    .queues
+                    .contains_key(&(name.to_string(), t.name.clone()));
                 if spec.kind == SubscriptionKind::Queue {
                     self.create_queue(name, &t.name, spec.queue.clone()).await?;
                 }
-                // Like SNS, a subscription gets what is published once it exists, not the topic's past.
-                let starts_at = t
-                    .partitions
-                    .iter()
-                    .enumerate()
-                    .map(|(p, log)| (p as u32, log.next_offset()))
-                    .collect();
+                let starts_at = if spec.kind == SubscriptionKind::Queue && queue_existed {
+                    Vec::new()
+                } else {
+                    t.partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(p, log)| (p as u32, log.next_offset()))
+                        .collect()
+                };
                 self.commit_meta(MetaEvent::SubscriptionCreated {
                     topic: t.name.clone(),
                     name: name.into(),

@@ -270,3 +270,93 @@ async fn a_subscription_gets_what_is_published_after_it_exists_even_after_a_rest
     let fetched = broker.group_fetch("s", "t", limits).await.unwrap();
     assert_eq!(ids(fetched.iter().map(|r| r.value.clone())), expect);
 }
+
+#[tokio::test]
+async fn a_queue_group_keeps_its_backlog_when_a_subscription_takes_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::default()).await.unwrap();
+    broker
+        .create_queue("big", "t", ferry_broker::QueueConfig::default())
+        .await
+        .unwrap();
+    let before: Vec<Produce> = (0..5).map(|i| customer(i, "eu-west", "created")).collect();
+    broker.publish("t", before).await.unwrap();
+    broker
+        .create_subscription("t", "big", SubscriptionSpec::default())
+        .await
+        .unwrap();
+    let leased = broker.receive("big", "t", take()).await.unwrap();
+    assert_eq!(
+        ids(leased.iter().map(|l| l.record.value.clone())),
+        vec![0, 1, 2, 3, 4]
+    );
+}
+
+/// `n` records that no `region: eu-*` policy matches, then one that does (id 1_000_000).
+async fn backlog_then_match(broker: &Broker, n: u32) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let records = chunk.iter().map(|&i| customer(i, "us-east", "created")).collect();
+        broker.publish("t", records).await.unwrap();
+    }
+    broker
+        .publish("t", vec![customer(1_000_000, "eu-west", "created")])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_filtered_stream_subscription_reads_through_a_backlog_in_one_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::default()).await.unwrap();
+    let eu = SubscriptionSpec {
+        kind: SubscriptionKind::Stream,
+        filter_policy: Some(json!({"region": [{"prefix": "eu-"}]})),
+        ..SubscriptionSpec::default()
+    };
+    broker.create_subscription("t", "eu", eu).await.unwrap();
+    backlog_then_match(&broker, 5_000).await;
+    // Ten records per pass, no waiting: the fetch must read on through 500 passes of filtered records.
+    let limits = FetchLimits {
+        max_records: 10,
+        max_bytes: 1 << 20,
+        max_wait: Duration::ZERO,
+    };
+    let got = broker.group_fetch("eu", "t", limits).await.unwrap();
+    assert_eq!(ids(got.iter().map(|r| r.value.clone())), vec![1_000_000]);
+}
+
+#[tokio::test]
+async fn a_filtered_queue_subscription_goes_on_past_the_per_pass_cap_of_skipped_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::default()).await.unwrap();
+    let eu = SubscriptionSpec {
+        filter_policy: Some(json!({"region": [{"prefix": "eu-"}]})),
+        ..SubscriptionSpec::default()
+    };
+    broker.create_subscription("t", "eu", eu).await.unwrap();
+    backlog_then_match(&broker, 70_000).await;
+    let got = broker.receive("eu", "t", take()).await.unwrap();
+    assert_eq!(ids(got.iter().map(|l| l.record.value.clone())), vec![1_000_000]);
+    assert_eq!(broker.queue_info("eu", "t").unwrap().depth, 1);
+}
+
+#[tokio::test]
+async fn a_filter_policy_larger_than_64_kib_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::default()).await.unwrap();
+    let values: Vec<String> = (0..10_000).map(|i| format!("region-{i}")).collect();
+    let spec = SubscriptionSpec {
+        filter_policy: Some(json!({ "region": values })),
+        ..SubscriptionSpec::default()
+    };
+    let e = broker.create_subscription("t", "huge", spec).await.unwrap_err();
+    assert!(
+        matches!(&e, BrokerError::InvalidArgument { field: "filter_policy", message } if message.contains("65536")),
+        "{e:?}"
+    );
+    assert!(broker.list_subscriptions("t").unwrap().is_empty());
+}

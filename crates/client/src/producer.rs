@@ -9,8 +9,9 @@
 //! The contract:
 //! - A delivery resolves to the record's partition and offset only after the server answered, i.e. once
 //!   the record is durable under its topic's fsync policy.
-//! - A batch that fails fails every send in it with the same error (the server stores all of a request's
-//!   records or none). Nothing is retried: a batch whose answer was lost may or may not be stored, and
+//! - A batch that fails fails every send in it with the same error. A refused request stores nothing
+//!   (bad input, a record too large); a request that fails in storage (a 5xx) or whose answer was lost
+//!   may be partly or wholly stored. Nothing is retried: a batch whose answer was lost may or may not be stored, and
 //!   resending it could store it twice. So one record the server refuses (too large for the topic)
 //!   fails the records batched with it; records are checked on the client first where it can.
 //! - Records of one topic keep their order within a batch. With `max_in_flight > 1` two batches of a

@@ -247,6 +247,12 @@ impl StreamConsumer {
     /// from this member's partitions; a rebalance or an ended session is handled here (heartbeat or
     /// join, then poll again, up to 3 times).
     ///
+    /// Not cancel-safe: the group's fetch position is kept by the server and moves when the server
+    /// answers, even if the answer never reaches this consumer (a dropped future, a lost connection).
+    /// Records of such a poll are skipped by the next poll; commit only records you received, and after
+    /// an error or a cancelled poll `seek` to the committed offsets (or leave and join again as a member,
+    /// which restarts from them) to get them again.
+    ///
     /// # Errors
     /// [`Error::Api`]: `topic_not_found`, `invalid_name` for the group, `out_of_range` for a limit,
     /// `group_has_members` (409) without [`StreamConsumer::join`] while the group has live members.

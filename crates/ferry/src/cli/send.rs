@@ -294,6 +294,13 @@ async fn print_offsets(mut items: mpsc::Receiver<Item>, stop: &watch::Sender<boo
             format!(
                 "{stored_after} line(s) after it were stored anyway, each reported above; the others were not"
             )
+        } else if e
+            .downcast_ref::<ferry_client::Error>()
+            .is_some_and(outcome_unknown)
+        {
+            "whether it and the lines after it were stored is not known: the request failed without \
+             a refusal"
+                .to_string()
         } else {
             "it and the lines after it were not".to_string()
         };
@@ -327,6 +334,16 @@ fn report_stored_after(line_no: u64, at: RecordId, failed_line: u64) {
         at.partition,
         at.offset
     );
+}
+
+/// True when a failed send may still have been stored: no answer came, or the server failed (5xx)
+/// rather than refused.
+fn outcome_unknown(e: &ferry_client::Error) -> bool {
+    match e {
+        ferry_client::Error::Transport { .. } => true,
+        ferry_client::Error::Api(api) => api.status >= 500,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,19 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 /// The bearer tokens: the environment (`FERRY_TOKENS`, `FERRY_READ_TOKENS` or their `_FILE` variants),
 /// else the files named in `[server]`. None anywhere: the API is open.
 fn tokens(config: &Config) -> anyhow::Result<Tokens> {
+    // A variable that is set but not UTF-8 is an error, never "unset" (that would leave the API open).
+    for name in [
+        "FERRY_TOKENS",
+        "FERRY_READ_TOKENS",
+        "FERRY_TOKENS_FILE",
+        "FERRY_READ_TOKENS_FILE",
+    ] {
+        if let Some(v) = std::env::var_os(name)
+            && v.to_str().is_none()
+        {
+            bail!("{name} is not valid UTF-8");
+        }
+    }
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let file = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
     let rw_in_env = env("FERRY_TOKENS").is_some() || env("FERRY_TOKENS_FILE").is_some();
