@@ -79,6 +79,27 @@ pub(crate) const NAME_PATTERN: &str = "^[A-Za-z0-9._-]+$";
 )]
 pub(crate) struct ApiDoc;
 
+/// The error answers of an operation that takes a JSON body and changes state: every status a client can
+/// cause, shared so that each such operation lists them once.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "responses of the OpenAPI document only")]
+pub(crate) enum JsonBodyErrors {
+    #[response(status = 400)]
+    BadRequest(#[ref_response] BadRequest),
+    #[response(status = 404)]
+    NotFound(#[ref_response] NotFound),
+    #[response(status = 409)]
+    Conflict(#[ref_response] Conflict),
+    #[response(status = 413)]
+    PayloadTooLarge(#[ref_response] PayloadTooLarge),
+    #[response(status = 415)]
+    UnsupportedMediaType(#[ref_response] UnsupportedMediaType),
+    #[response(status = 422)]
+    Unprocessable(#[ref_response] Unprocessable),
+    #[response(status = 503)]
+    ShuttingDown(#[ref_response] ShuttingDown),
+}
+
 /// Something did not parse: `malformed_json` (not JSON, truncated, trailing data, empty), `invalid_field`
 /// (JSON of the wrong shape: a wrong type, a missing, unknown or duplicate key, an array where an object
 /// belongs; `field` is its path), `invalid_parameter` (a query or path parameter), `invalid_name` (a

@@ -195,13 +195,7 @@ struct PartitionOffset {
     request_body = CommitBody,
     responses(
         (status = 204, description = "Committed."),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
-        (status = 503, response = crate::openapi::ShuttingDown),
+        crate::openapi::JsonBodyErrors,
     ),
 )]
 pub(super) async fn commit(
@@ -474,13 +468,7 @@ pub(super) struct Seeked {
     request_body = SeekBody,
     responses(
         (status = 200, description = "Moved and committed.", body = Seeked),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
-        (status = 503, response = crate::openapi::ShuttingDown),
+        crate::openapi::JsonBodyErrors,
     ),
 )]
 pub(super) async fn seek(

@@ -76,13 +76,7 @@ pub(super) const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
     responses(
         (status = 201, description = "Created.", body = QueueInfo),
         (status = 200, description = "It existed with these settings.", body = QueueInfo),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
-        (status = 503, response = crate::openapi::ShuttingDown),
+        crate::openapi::JsonBodyErrors,
     ),
 )]
 pub(super) async fn create(
@@ -312,13 +306,7 @@ struct ExtendBody {
     request_body = AckBody,
     responses(
         (status = 204, description = "Done."),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
-        (status = 503, response = crate::openapi::ShuttingDown),
+        crate::openapi::JsonBodyErrors,
     ),
 )]
 pub(super) async fn ack(
@@ -352,13 +340,7 @@ pub(super) async fn ack(
     request_body = NackBody,
     responses(
         (status = 204, description = "Done."),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
-        (status = 503, response = crate::openapi::ShuttingDown),
+        crate::openapi::JsonBodyErrors,
     ),
 )]
 pub(super) async fn nack(
@@ -388,13 +370,7 @@ pub(super) async fn nack(
     request_body = ExtendBody,
     responses(
         (status = 204, description = "Done."),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
-        (status = 503, response = crate::openapi::ShuttingDown),
+        crate::openapi::JsonBodyErrors,
     ),
 )]
 pub(super) async fn extend(

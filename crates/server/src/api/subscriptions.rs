@@ -112,13 +112,7 @@ impl From<SubscriptionInfo> for SubscriptionOut {
     responses(
         (status = 201, description = "Created.", body = SubscriptionOut),
         (status = 200, description = "It existed with these settings.", body = SubscriptionOut),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
-        (status = 503, response = crate::openapi::ShuttingDown),
+        crate::openapi::JsonBodyErrors,
     ),
 )]
 pub(super) async fn create(
