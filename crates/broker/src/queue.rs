@@ -529,11 +529,7 @@ impl Broker {
     /// # Errors
     /// [`BrokerError::NotLeased`] (nothing is acknowledged then), [`BrokerError::TopicNotFound`].
     pub async fn ack(&self, group: &str, topic: &str, records: &[(u32, u64)]) -> Result<()> {
-        validate_name("group", group)?;
-        let t = self.topic(topic)?;
-        let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
-        let _guard = lock_.lock().await;
-        self.check_leased(group, &t, records)?;
+        let (t, _guard) = self.lock_leased(group, topic, records).await?;
         self.commit_meta(MetaEvent::QueueDone {
             group: group.into(),
             topic: t.name.clone(),
@@ -552,6 +548,24 @@ impl Broker {
         Ok(())
     }
 
+    /// The topic and the group's lock, held, once every record is checked to be leased now: how ack,
+    /// nack and extend begin.
+    async fn lock_leased(
+        &self,
+        group: &str,
+        topic: &str,
+        records: &[(u32, u64)],
+    ) -> Result<(Arc<Topic>, tokio::sync::OwnedMutexGuard<()>)> {
+        validate_name("group", group)?;
+        let t = self.topic(topic)?;
+        let guard = self
+            .group_lock(&format!("queue:{group}"), &t.name)
+            .lock_owned()
+            .await;
+        self.check_leased(group, &t, records)?;
+        Ok((t, guard))
+    }
+
     /// Gives leased records back: available again after `delay` (at once for zero).
     ///
     /// # Errors
@@ -563,11 +577,7 @@ impl Broker {
         records: &[(u32, u64)],
         delay: Duration,
     ) -> Result<()> {
-        validate_name("group", group)?;
-        let t = self.topic(topic)?;
-        let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
-        let _guard = lock_.lock().await;
-        self.check_leased(group, &t, records)?;
+        let (t, _guard) = self.lock_leased(group, topic, records).await?;
         {
             let until = Instant::now() + delay;
             let mut state = lock(&self.inner.state);
@@ -596,11 +606,7 @@ impl Broker {
         records: &[(u32, u64)],
         visibility: Duration,
     ) -> Result<()> {
-        validate_name("group", group)?;
-        let t = self.topic(topic)?;
-        let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
-        let _guard = lock_.lock().await;
-        self.check_leased(group, &t, records)?;
+        let (t, _guard) = self.lock_leased(group, topic, records).await?;
         let until = Instant::now() + visibility;
         let mut state = lock(&self.inner.state);
         let rt = state.queues.entry(queue_key(group, &t.name)).or_default();
