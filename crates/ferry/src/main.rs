@@ -43,9 +43,25 @@ enum Command {
     Queue(cli::queue::QueueArgs),
     /// Subscriptions of a topic: named queue or stream groups with an optional filter policy.
     Subscriptions(cli::subscriptions::SubscriptionsArgs),
+    /// Check a configuration file: every problem at once, with line, column and key.
+    Check(cli::check::CheckArgs),
+    /// Run one stage of a pipeline as its own process against a ferry server.
+    Run(cli::run::RunArgs),
+    /// Dead letters of pipelines: replay them to the stage that failed.
+    Dlq(cli::dlq::DlqArgs),
+    /// Send events from a JSON file to an HTTP endpoint at an interval (the seed's propagator).
+    Propagate(cli::propagate::PropagateArgs),
 }
 
 fn main() -> ExitCode {
+    // `.env` in the working directory sets variables that are not set yet (the seeds' configuration
+    // style); flags with `env = ...` and `${VAR}` in config files see them.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("error: .env: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = init_tracing(cli.log_level.as_deref()).and_then(|()| match cli.command {
         Command::Version => cli::version(),
@@ -56,6 +72,10 @@ fn main() -> ExitCode {
         Command::Consume(args) => cli::consume::run(args),
         Command::Queue(args) => cli::queue::run(args),
         Command::Subscriptions(args) => cli::subscriptions::run(args),
+        Command::Check(args) => cli::check::run(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Dlq(args) => cli::dlq::run(args),
+        Command::Propagate(args) => cli::propagate::run(args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -97,6 +97,9 @@ pub struct ServerOptions {
     pub tokens: Tokens,
     /// The metrics served at `/metrics`.
     pub metrics: Metrics,
+    /// More routes served beside the API (pipelines' `http` sources), behind the same tokens and
+    /// metrics; they must not overlap the API's paths.
+    pub routes: Option<Router>,
 }
 
 impl ServerOptions {
@@ -112,9 +115,13 @@ impl ServerOptions {
 /// The routes wrapped in the middleware. Layered on the finished router, so that no route added to
 /// `api::routes` can miss authentication; `Router::layer` wraps each route, so the metrics middleware
 /// sees the matched route template.
-fn app(state: AppState, tokens: Tokens) -> Router {
+fn app(state: AppState, tokens: Tokens, extra: Option<Router>) -> Router {
     let metrics = state.metrics().clone();
-    api::routes(state)
+    let mut router = api::routes(state);
+    if let Some(extra) = extra {
+        router = extra.merge(router);
+    }
+    router
         .layer(from_fn_with_state(Arc::new(tokens), auth::require))
         .layer(from_fn_with_state(metrics, metrics::track))
 }
@@ -128,7 +135,7 @@ pub fn router(broker: Broker) -> Router {
 /// [`router`] with options: tokens and metrics.
 pub fn router_with(broker: Broker, options: ServerOptions) -> Router {
     let (state, _gone) = AppState::new(broker, options.metrics);
-    app(state, options.tokens)
+    app(state, options.tokens, options.routes)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then shuts down gracefully: stops accepting,
@@ -168,7 +175,7 @@ where
     let (state, mut gone) = AppState::new(broker.clone(), options.metrics);
     let token = state.shutdown().clone();
     let tasks = state.tasks().clone();
-    let app = app(state, options.tokens);
+    let app = app(state, options.tokens, options.routes);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

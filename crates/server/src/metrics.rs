@@ -86,6 +86,8 @@ struct Inner {
     bytes_out: Family<TopicLabels, Counter>,
     fsync: Histogram,
     http: HistogramFamily<HttpLabels>,
+    /// Registries of other parts of the process (pipelines), rendered after ours.
+    extra: std::sync::Mutex<Vec<Arc<Registry>>>,
 }
 
 /// The metrics of one server. Cheap to clone; every clone is the same set of metrics.
@@ -162,7 +164,18 @@ impl Metrics {
             bytes_out,
             fsync,
             http,
+            extra: std::sync::Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Serves `registry` at `/metrics` too (the pipelines' per-stage metrics). Its metric names must
+    /// not clash with the server's (`ferry_pipeline_*` do not).
+    pub fn add_registry(&self, registry: Arc<Registry>) {
+        self.0
+            .extra
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(registry);
     }
 
     /// The hook that feeds `ferry_fsync_seconds`: give it to the broker when opening it
@@ -212,6 +225,15 @@ impl Metrics {
         let mut out = String::new();
         encode_registry(&mut out, &self.0.registry)?;
         encode_registry(&mut out, &group_gauges(broker))?;
+        let extra = self
+            .0
+            .extra
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for r in &extra {
+            encode_registry(&mut out, r)?;
+        }
         encode_eof(&mut out)?;
         Ok(out)
     }

@@ -1,11 +1,15 @@
 //! Subcommands of the `ferry` binary. Each module owns its arguments (clap derive) and a `run` function;
 //! `main.rs` only dispatches.
 
+pub mod check;
 pub mod consume;
+pub mod dlq;
 pub mod json;
 pub mod log;
+pub mod propagate;
 pub mod queue;
 pub mod remote;
+pub mod run;
 pub mod send;
 pub mod subscriptions;
 pub mod topics;

@@ -1,13 +1,18 @@
-//! `ferry up`: the broker and its HTTP API in one process, until SIGINT or SIGTERM.
+//! `ferry up`: the broker, its HTTP API and every pipeline of the configuration in one process, until
+//! SIGINT or SIGTERM. Without a configuration file it runs the scream example (`examples/scream.toml`):
+//! `POST /send`, e-mails into `<data_dir>/outbox` unless `SMTP_HOST` is set.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use ferry_broker::{Broker, BrokerError, TopicConfig};
 use tokio::net::TcpListener;
 
+use ferry_pipeline::runtime::{PipelineMetrics, RuntimeOptions};
+use ferry_pipeline::{EmbeddedBus, SharedBus};
 use ferry_server::{ServerOptions, Tokens};
 
 use crate::cli::remote::Shutdown;
@@ -16,7 +21,8 @@ use crate::config::Config;
 /// Arguments of `ferry up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Configuration file (TOML): `[server]` and `[topics.NAME]` tables. Without one, the defaults.
+    /// Configuration file (TOML): `[server]`, `[topics.NAME]`, `[subscriptions.NAME]`, `[pipelines.NAME]`.
+    /// Without one: the scream example (`POST /send`, e-mails to `<data_dir>/outbox`).
     #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data directory, created if missing [default: ferry-data, or `server.data_dir`].
@@ -30,14 +36,14 @@ pub struct UpArgs {
 /// Runs the server until a signal asks it to stop, then shuts down gracefully: no new connections,
 /// requests in flight (accepted appends) finish, the logs are closed.
 ///
-/// Prints one JSON line on stdout once it listens: `{"listening": URL, "data_dir": DIR}`.
+/// Prints one JSON line on stdout once it listens: `{"listening": URL, "data_dir": DIR, "pipelines": [..]}`.
 ///
 /// # Errors
 /// A bad configuration, an unusable data directory, an address that cannot be bound.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
-        None => Config::default(),
+        None => default_config()?,
     };
     let data_dir = args.data_dir.unwrap_or(config.server.data_dir.clone());
     let listen = args.listen.unwrap_or(config.server.listen);
@@ -47,7 +53,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let options = ServerOptions {
+        let mut options = ServerOptions {
             tokens: tokens(&config).context("bearer tokens")?,
             ..ServerOptions::default()
         };
@@ -57,6 +63,21 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("data directory `{}`", data_dir.display()))?;
         ensure_topics(&broker, &config, args.config.as_deref()).await?;
+        ensure_subscriptions(&broker, &config).await?;
+        let metrics = PipelineMetrics::new();
+        options.metrics.add_registry(metrics.registry());
+        let bus: SharedBus = Arc::new(EmbeddedBus(broker.clone()));
+        let runtime_options = RuntimeOptions {
+            data_dir: data_dir.clone(),
+            config_dir: config.dir.clone(),
+            groups: Default::default(),
+            only: None,
+        };
+        let running = ferry_pipeline::runtime::start(&config.pipelines, bus, &metrics, &runtime_options)
+            .await
+            .context("starting the pipelines")?;
+        options.routes = Some(running.routes.clone());
+        let stages = running.stages.clone();
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("--listen {listen}: cannot listen"))?;
@@ -64,11 +85,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let line = serde_json::json!({
             "listening": format!("http://{addr}"),
             "data_dir": data_dir.display().to_string(),
+            "pipelines": config.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
         });
         println!("{line}");
-        tracing::info!(%addr, data_dir = %data_dir.display(), "ferry is up");
+        tracing::info!(%addr, data_dir = %data_dir.display(), ?stages, "ferry is up");
         let mut signals = Shutdown::listen();
-        ferry_server::serve_with(broker, listener, options, async move { signals.recv().await }).await?;
+        // Pipelines stop first (their records in flight are acked or given back), then the server.
+        ferry_server::serve_with(broker, listener, options, async move {
+            signals.recv().await;
+            running.stop().await;
+        })
+        .await?;
         Ok(())
     })
 }
@@ -98,6 +125,36 @@ fn tokens(config: &Config) -> anyhow::Result<Tokens> {
         "FERRY_READ_TOKENS_FILE" if !ro_in_env => file(&config.server.read_tokens_file),
         _ => env(name),
     })?)
+}
+
+/// The configuration of `ferry up` without `--config`: the scream example, built in.
+fn default_config() -> anyhow::Result<Config> {
+    let text = include_str!("../../../../examples/scream.toml");
+    let mut config = Config::parse_env(text, |n| std::env::var(n).ok()).map_err(|diagnostics| {
+        crate::config::Problems {
+            file: "examples/scream.toml (built in)".into(),
+            diagnostics,
+        }
+    })?;
+    config.dir = PathBuf::from(".");
+    Ok(config)
+}
+
+/// Creates the configured subscriptions that do not exist.
+async fn ensure_subscriptions(broker: &Broker, config: &Config) -> anyhow::Result<()> {
+    for (name, sub) in &config.subscriptions {
+        if let Err(BrokerError::TopicNotFound(_)) = broker.describe_topic(&sub.topic) {
+            broker
+                .create_topic(&sub.topic, TopicConfig::default())
+                .await
+                .with_context(|| format!("[subscriptions.{name}] topic `{}`", sub.topic))?;
+        }
+        broker
+            .create_subscription(&sub.topic, name, sub.spec())
+            .await
+            .with_context(|| format!("[subscriptions.{name}]"))?;
+    }
+    Ok(())
 }
 
 /// Creates the configured topics that do not exist; an existing one must have the configured settings.
