@@ -261,11 +261,25 @@ fn pipeline(
                     retry = r;
                 }
             }
-            "source" => source = stage(checker, &format!("{key}.source"), v, &mut names, source_of),
+            "source" => {
+                source = stage(
+                    checker,
+                    &format!("{key}.source"),
+                    v,
+                    &mut names,
+                    ("source", SourceConfig::KINDS, source_of),
+                )
+            }
             "processors" => {
                 for (i, item) in items(checker, &format!("{key}.processors"), v).iter().enumerate() {
                     let skey = format!("{key}.processors[{i}]");
-                    if let Some(s) = stage(checker, &skey, item, &mut names, processor_of) {
+                    if let Some(s) = stage(
+                        checker,
+                        &skey,
+                        item,
+                        &mut names,
+                        ("processor", ProcessorConfig::KINDS, processor_of),
+                    ) {
                         processors.push(s);
                     }
                 }
@@ -273,7 +287,13 @@ fn pipeline(
             "sinks" => {
                 for (i, item) in items(checker, &format!("{key}.sinks"), v).iter().enumerate() {
                     let skey = format!("{key}.sinks[{i}]");
-                    if let Some(s) = stage(checker, &skey, item, &mut names, sink_of) {
+                    if let Some(s) = stage(
+                        checker,
+                        &skey,
+                        item,
+                        &mut names,
+                        ("sink", SinkConfig::KINDS, sink_of),
+                    ) {
                         sinks.push(s);
                     }
                 }
@@ -323,7 +343,7 @@ fn stage<T>(
     key: &str,
     value: &Spanned<DeValue<'_>>,
     names: &mut BTreeSet<String>,
-    read: Reader<T>,
+    (what, kinds, read): (&str, &[&str], Reader<T>),
 ) -> Option<Stage<T>> {
     let DeValue::Table(table) = value.get_ref() else {
         checker.report(key, value.span(), "must be a table with a `type`");
@@ -337,6 +357,17 @@ fn stage<T>(
         checker.report(format!("{key}.type"), kind.span(), "must be a string");
         return None;
     };
+    if !kinds.contains(&kind_name.as_str()) {
+        checker.report(
+            format!("{key}.type"),
+            kind.span(),
+            format!(
+                "unknown {what} type `{kind_name}`, expected one of {}",
+                kinds.join(", ")
+            ),
+        );
+        return None;
+    }
     let mut name = None;
     let mut retry = None;
     let mut rest = DeTable::new();
