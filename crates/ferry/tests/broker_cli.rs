@@ -72,8 +72,13 @@ impl Server {
     fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+        // An empty configuration: the broker alone, without the scream pipeline `ferry up` runs by default.
+        let config = dir.path().join("ferry.toml");
+        std::fs::write(&config, "").unwrap();
         let mut child = StdCommand::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["up", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(dir.path().join("data"))
             .env_remove("FERRY_CONFIG")
             .env_remove("FERRY_TOKENS")

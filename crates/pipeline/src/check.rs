@@ -609,7 +609,7 @@ colour = "red"
             vec![
                 (3, "pipelines.p.source"),
                 (8, "pipelines.p.processors[0]"),
-                (10, "pipelines.p.processors[1].type"),
+                (11, "pipelines.p.processors[1].type"),
                 (15, "pipelines.p.sinks[0]"),
             ],
             "{d:#?}"

@@ -3,7 +3,8 @@
 //!
 //! - `config.rs`: the model; `check.rs`: reading a file and reporting every problem at once.
 //! - `component.rs`: the [`Processor`] and [`Sink`] traits and the ack contract.
-//! - `processors/`, `sinks/`, `sources/`: the components, registered in `registry.rs`.
+//! - `processors/`, `sinks/`, `sources/`: the components; `check.rs` picks a stage's struct by its `type`,
+//!   `processors/mod.rs` and `sinks/mod.rs` validate and build them.
 //! - `runtime.rs`: stages as tasks: receive under a lease, process, publish or write, ack; retries with
 //!   backoff and jitter, then `<pipeline>.dlq`.
 //! - `bus.rs`: the broker the stages run on (embedded or a ferry server over HTTP).
