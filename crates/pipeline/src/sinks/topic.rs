@@ -1,13 +1,12 @@
 //! `type = "topic"`: records published to a topic of the broker the pipeline runs on.
 
-use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use crate::bus::{BoxFuture, OutRecord, SharedBus};
 use crate::component::{BuildContext, Sink};
 use crate::config::{TopicSinkConfig, name_problem};
 use crate::error::{BusError, StageError};
-use crate::event::{Event, headers};
+use crate::event::Event;
 use crate::template::Template;
 
 /// Problems of a `topic` sink's settings, each with its key.
@@ -65,26 +64,16 @@ impl TopicSink {
         })
     }
 
+    /// The record as every stage publishes it (`runtime::out_record`), with this sink's key.
     fn record(&self, event: &Event) -> Result<OutRecord, StageError> {
-        let value = serde_json::to_vec(&event.value).map_err(|e| {
-            StageError::permanent(format!("topic {}: cannot serialize the record: {e}", self.topic))
-        })?;
+        let mut record = crate::runtime::out_record(event);
         // A key field that is missing renders as "": no key rather than one key shared by all such records.
-        let key = self
+        record.key = self
             .key
             .as_ref()
             .map(|t| t.render(&event.value))
             .filter(|k| !k.is_empty());
-        Ok(OutRecord {
-            key,
-            headers: event
-                .headers
-                .iter()
-                .filter(|(name, _)| !headers::is_runtime(name))
-                .cloned()
-                .collect(),
-            value: Bytes::from(value),
-        })
+        Ok(record)
     }
 
     fn bus_error(&self, what: &str, e: &BusError) -> StageError {
@@ -264,8 +253,8 @@ pub(crate) mod tests {
 
         let mut event = Event::new(json!({"customer": "c-7", "n": 1}));
         event.set_header("trace", "abc");
-        event.set_header(headers::ERROR, "old failure");
-        event.set_header(headers::OFFSET, "12");
+        event.set_header(crate::event::headers::ERROR, "old failure");
+        event.set_header(crate::event::headers::OFFSET, "12");
         event.origin = Some(Origin {
             topic: "in".into(),
             partition: 0,
