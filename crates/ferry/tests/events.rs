@@ -146,7 +146,7 @@ fn the_env_file_and_the_propagator_drive_it() {
 fn without_compat_the_errors_are_fertys_own() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(example("events.toml")).unwrap();
-    let own = text.replace(", compat = \"flask_marshmallow\"", "");
+    let own = text.replace(", compat = \"flask_marshmallow\"", ", max_body_bytes = 64");
     assert_ne!(own, text);
     let config = dir.path().join("events.toml");
     std::fs::write(&config, own).unwrap();
@@ -169,4 +169,11 @@ fn without_compat_the_errors_are_fertys_own() {
         serde_json::from_str::<serde_json::Value>(&r.body).unwrap(),
         serde_json::json!({"event_type": "m", "event_payload": "p"})
     );
+    // Over max_body_bytes: a JSON error, like every other one, and nothing written.
+    let big = format!(r#"{{"event_type": "m", "event_payload": "{}"}}"#, "x".repeat(100));
+    let r = post(&up.url, "/event", &big);
+    assert_eq!(r.status, 413);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["error"], "body_too_large");
+    assert!(v["message"].as_str().unwrap().contains("64"), "{v}");
 }

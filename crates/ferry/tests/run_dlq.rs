@@ -25,8 +25,10 @@ impl Drop for Stage {
     }
 }
 
-fn run_stage(config: &std::path::Path, stage: &str, url: &str) -> Stage {
+/// `ferry run` of one stage; `WORKER` is set to `worker` so a record shows which process mapped it.
+fn run_stage(config: &std::path::Path, stage: &str, url: &str, worker: &str) -> Stage {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .env("WORKER", worker)
         .args([
             "run",
             "--config",
@@ -111,6 +113,7 @@ source = {{ type = "topic", topic = "in" }}
 [[pipelines.hook.processors]]
 type = "map"
 uppercase = ["text"]
+set = {{ worker = "${{WORKER}}" }}
 
 [[pipelines.hook.sinks]]
 type = "http"
@@ -120,9 +123,9 @@ url = "http://127.0.0.1:{hook_port}/hook"
     )
     .unwrap();
     // Two processes share the map stage (one queue group); one runs the sink.
-    let _map_a = run_stage(&config, "map", &server.url);
-    let _map_b = run_stage(&config, "map", &server.url);
-    let _sink = run_stage(&config, "http", &server.url);
+    let _map_a = run_stage(&config, "map", &server.url, "a");
+    let _map_b = run_stage(&config, "map", &server.url, "b");
+    let _sink = run_stage(&config, "http", &server.url, "sink");
     for i in 0..20 {
         let r = post(
             &server.url,
@@ -147,6 +150,15 @@ url = "http://127.0.0.1:{hook_port}/hook"
         dead.iter()
             .all(|d| d["value"]["text"].as_str().unwrap().starts_with("NOTE "))
     );
+    // The two map processes shared the work: each mapped some of the records.
+    let by = |w: &str| dead.iter().filter(|d| d["value"]["worker"] == w).count();
+    assert!(
+        by("a") > 0 && by("b") > 0,
+        "a mapped {}, b mapped {}",
+        by("a"),
+        by("b")
+    );
+    assert_eq!(by("a") + by("b"), 20);
 
     // The webhook comes up; a replay sends every dead letter back to the sink.
     let got = webhook(hook_port);

@@ -23,6 +23,8 @@ pub struct BuildContext {
     pub stage: String,
     /// The data directory: relative paths of outboxes and archives are resolved against it.
     pub data_dir: PathBuf,
+    /// The config file's directory: files a config names (schemas, event files) are read relative to it.
+    pub config_dir: PathBuf,
     /// The broker (for sinks that publish).
     pub bus: SharedBus,
 }
@@ -33,6 +35,7 @@ impl std::fmt::Debug for BuildContext {
             .field("pipeline", &self.pipeline)
             .field("stage", &self.stage)
             .field("data_dir", &self.data_dir)
+            .field("config_dir", &self.config_dir)
             .finish_non_exhaustive()
     }
 }

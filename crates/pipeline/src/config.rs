@@ -517,7 +517,7 @@ pub struct ValidateConfig {
     /// The schema, inline.
     #[serde(default)]
     pub schema: Option<Value>,
-    /// The schema, from a file.
+    /// The schema, from a file relative to the configuration file's directory.
     #[serde(default)]
     pub schema_file: Option<PathBuf>,
     /// Where invalid records go; default `<pipeline>.invalid`.

@@ -316,6 +316,7 @@ pub async fn start(
                 pipeline: p.name.clone(),
                 stage: st.name.clone(),
                 data_dir: options.data_dir.clone(),
+                config_dir: options.config_dir.clone(),
                 bus: bus.clone(),
             };
             let m = metrics.stage(&p.name, &st.name);

@@ -211,6 +211,7 @@ async fn run(command: Command) {
         pipeline: "messages".into(),
         stage: "archive".into(),
         data_dir: dir.path().to_path_buf(),
+        config_dir: std::path::PathBuf::from("."),
         bus: Arc::new(EmbeddedBus(
             ferry_broker::Broker::open(dir.path().join("broker")).unwrap(),
         )),

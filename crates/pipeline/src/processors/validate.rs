@@ -59,6 +59,7 @@ impl Validate {
             (Some(schema), _) => jsonschema::validator_for(schema)
                 .map_err(|e| anyhow!("schema: not a valid JSON Schema: {e}"))?,
             (None, Some(path)) => {
+                let path = &ctx.config_dir.join(path);
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("schema_file: cannot read `{}`", path.display()))?;
                 let schema: Value = serde_json::from_str(&text)
@@ -132,6 +133,7 @@ mod tests {
             pipeline: "orders".into(),
             stage: "validate".into(),
             data_dir: std::env::temp_dir(),
+            config_dir: std::path::PathBuf::from("."),
             // Never used: building a validator does not touch the broker.
             bus: Arc::new(RemoteBus(
                 ferry_client::Client::new("http://127.0.0.1:9").unwrap(),

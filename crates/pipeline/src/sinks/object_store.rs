@@ -492,6 +492,7 @@ mod tests {
             pipeline: "messages".into(),
             stage: "archive".into(),
             data_dir: data_dir.to_path_buf(),
+            config_dir: std::path::PathBuf::from("."),
             bus: Arc::new(EmbeddedBus(broker)),
         }
     }

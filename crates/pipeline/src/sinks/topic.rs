@@ -136,6 +136,7 @@ pub(crate) mod tests {
             pipeline: "p".into(),
             stage: "s".into(),
             data_dir: data_dir.to_path_buf(),
+            config_dir: std::path::PathBuf::from("."),
             bus: bus.clone(),
         };
         (ctx, bus)

@@ -212,8 +212,29 @@ fn type_problem(ty: &str, v: &Value, compat: bool) -> Option<&'static str> {
     })
 }
 
-async fn accept(State(src): State<Arc<HttpSource>>, body: Bytes) -> Response {
+async fn accept(
+    State(src): State<Arc<HttpSource>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     src.metrics.records_in.inc();
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            src.metrics.failed.inc();
+            let status = rejection.status();
+            let (error, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                let limit = src.config.max_body_bytes;
+                (
+                    "body_too_large",
+                    format!("the body is larger than max_body_bytes ({limit} bytes)"),
+                )
+            } else {
+                ("invalid_body", rejection.body_text())
+            };
+            let body = serde_json::json!({ "error": error, "message": message, "field": null });
+            return (status, axum::Json(body)).into_response();
+        }
+    };
     let compat = src.config.compat == Compat::FlaskMarshmallow;
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
