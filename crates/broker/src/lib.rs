@@ -18,6 +18,7 @@
 
 mod broker;
 mod config;
+pub mod engine;
 mod error;
 mod filter;
 mod membership;

@@ -3,126 +3,15 @@
 //! both give the same delivery contract: a record is done when acked; a lease that runs out (a crashed
 //! stage) makes it available again.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use ferry_broker::engine::{
+    BoxFuture, Engine as Bus, EngineError as BusError, GroupSettings, InRecord, OutRecord,
+    SharedEngine as SharedBus,
+};
 use ferry_broker::{Broker, BrokerError, Header, Produce, QueueConfig, ReceiveOptions, TopicConfig};
 use ferry_client::{Client, ProduceRecord};
-
-use crate::error::BusError;
-
-/// A boxed future, so that [`Bus`] and the stage traits can be used as trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A record to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutRecord {
-    /// Key (same key, same partition).
-    pub key: Option<String>,
-    /// Headers, in order.
-    pub headers: Vec<(String, String)>,
-    /// Value: JSON text.
-    pub value: Bytes,
-}
-
-/// A record received under a lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InRecord {
-    /// Partition.
-    pub partition: u32,
-    /// Offset.
-    pub offset: u64,
-    /// When it was published, ms since the Unix epoch.
-    pub timestamp_ms: i64,
-    /// Key (dropped if not UTF-8).
-    pub key: Option<String>,
-    /// Headers (those whose value is not UTF-8 are dropped).
-    pub headers: Vec<(String, String)>,
-    /// Value.
-    pub value: Bytes,
-    /// Deliveries so far, this one included.
-    pub deliveries: u32,
-}
-
-impl InRecord {
-    /// `(partition, offset)`.
-    pub fn id(&self) -> (u32, u64) {
-        (self.partition, self.offset)
-    }
-}
-
-/// Settings of the queue groups stages read with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupSettings {
-    /// Lease length of a receive; stages extend leases of records they hold longer.
-    pub visibility: Duration,
-    /// Most records leased at once.
-    pub max_in_flight: u32,
-}
-
-impl Default for GroupSettings {
-    fn default() -> Self {
-        Self {
-            visibility: Duration::from_secs(30),
-            max_in_flight: 100_000,
-        }
-    }
-}
-
-/// What a pipeline needs of a broker. Every call is durable when it returns `Ok` (publishes under the
-/// topic's fsync policy, acks in the broker's metadata).
-pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
-    /// Creates `topic` with default settings unless it exists.
-    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), BusError>>;
-    /// Creates queue group `group` on `topic` unless it exists. Stages dead-letter records themselves
-    /// (to `<pipeline>.dlq`), so the broker's own delivery limit is only a guard against a record that
-    /// crashes its stage again and again.
-    fn ensure_group<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        settings: GroupSettings,
-    ) -> BoxFuture<'a, Result<(), BusError>>;
-    /// Publishes `records` to `topic`; returns once they are durable.
-    fn publish<'a>(&'a self, topic: &'a str, records: Vec<OutRecord>) -> BoxFuture<'a, Result<(), BusError>>;
-    /// Leases up to `max` records of `group`, waiting up to `wait` for the first.
-    fn receive<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        max: usize,
-        wait: Duration,
-    ) -> BoxFuture<'a, Result<Vec<InRecord>, BusError>>;
-    /// Finishes records.
-    fn ack<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        ids: &'a [(u32, u64)],
-    ) -> BoxFuture<'a, Result<(), BusError>>;
-    /// Gives records back, available again after `delay`.
-    fn nack<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        ids: &'a [(u32, u64)],
-        delay: Duration,
-    ) -> BoxFuture<'a, Result<(), BusError>>;
-    /// Renews leases for `visibility` from now.
-    fn extend<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        ids: &'a [(u32, u64)],
-        visibility: Duration,
-    ) -> BoxFuture<'a, Result<(), BusError>>;
-}
-
-/// The broker a pipeline runs on, shared by its stages.
-pub type SharedBus = Arc<dyn Bus>;
 
 fn guard_deliveries() -> u32 {
     1000
@@ -260,6 +149,16 @@ impl Bus for EmbeddedBus {
     }
 }
 
+/// A ferry server's error as an engine error: transient when trying again may help.
+pub fn remote(e: ferry_client::Error) -> BusError {
+    let (engine, message) = ("ferry server", e.to_string());
+    if e.is_transient() {
+        BusError::Unavailable { engine, message }
+    } else {
+        BusError::Refused { engine, message }
+    }
+}
+
 /// A ferry server, over its HTTP API.
 #[derive(Debug, Clone)]
 pub struct RemoteBus(pub Client);
@@ -274,7 +173,7 @@ impl Bus for RemoteBus {
             {
                 Ok(_) => Ok(()),
                 Err(e) if e.code() == Some("topic_exists") => Ok(()),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(remote(e)),
             }
         })
     }
@@ -295,7 +194,7 @@ impl Bus for RemoteBus {
             match self.0.create_queue(group, topic, &config).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.code() == Some("queue_exists") => Ok(()),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(remote(e)),
             }
         })
     }
@@ -307,7 +206,7 @@ impl Bus for RemoteBus {
             }
             let mut out = Vec::with_capacity(records.len());
             for r in records {
-                let mut p = ProduceRecord::json_bytes(r.value)?;
+                let mut p = ProduceRecord::json_bytes(r.value).map_err(remote)?;
                 if let Some(k) = r.key {
                     p = p.key(k);
                 }
@@ -316,7 +215,7 @@ impl Bus for RemoteBus {
                 }
                 out.push(p);
             }
-            self.0.publish(topic, &out).await?;
+            self.0.publish(topic, &out).await.map_err(remote)?;
             Ok(())
         })
     }
@@ -333,7 +232,8 @@ impl Bus for RemoteBus {
                 .0
                 .queue_consumer(group, topic)
                 .receive(max, wait, None)
-                .await?;
+                .await
+                .map_err(remote)?;
             Ok(got
                 .into_iter()
                 .map(|d| InRecord {
@@ -364,7 +264,7 @@ impl Bus for RemoteBus {
         topic: &'a str,
         ids: &'a [(u32, u64)],
     ) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move { Ok(self.0.queue_consumer(group, topic).ack(ids).await?) })
+        Box::pin(async move { self.0.queue_consumer(group, topic).ack(ids).await.map_err(remote) })
     }
 
     fn nack<'a>(
@@ -374,7 +274,13 @@ impl Bus for RemoteBus {
         ids: &'a [(u32, u64)],
         delay: Duration,
     ) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move { Ok(self.0.queue_consumer(group, topic).nack(ids, delay).await?) })
+        Box::pin(async move {
+            self.0
+                .queue_consumer(group, topic)
+                .nack(ids, delay)
+                .await
+                .map_err(remote)
+        })
     }
 
     fn extend<'a>(
@@ -385,11 +291,11 @@ impl Bus for RemoteBus {
         visibility: Duration,
     ) -> BoxFuture<'a, Result<(), BusError>> {
         Box::pin(async move {
-            Ok(self
-                .0
+            self.0
                 .queue_consumer(group, topic)
                 .extend(ids, visibility)
-                .await?)
+                .await
+                .map_err(remote)
         })
     }
 }

@@ -38,24 +38,4 @@ impl fmt::Display for StageError {
 
 impl std::error::Error for StageError {}
 
-/// An error of the broker a pipeline runs on.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BusError {
-    /// The embedded broker refused or failed.
-    #[error(transparent)]
-    Broker(#[from] ferry_broker::BrokerError),
-    /// The ferry server refused or could not be reached.
-    #[error(transparent)]
-    Remote(#[from] ferry_client::Error),
-}
-
-impl BusError {
-    /// True when trying again later may succeed (a server unreachable or busy).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Broker(_) => false,
-            Self::Remote(e) => e.is_transient(),
-        }
-    }
-}
+pub use ferry_broker::engine::EngineError as BusError;

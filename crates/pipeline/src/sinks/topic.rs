@@ -146,7 +146,7 @@ pub(crate) mod tests {
     async fn unreachable() -> BusError {
         let url = "http://127.0.0.1:1/";
         match reqwest::get(url).await {
-            Err(e) => BusError::Remote(ferry_client::Error::Transport {
+            Err(e) => crate::bus::remote(ferry_client::Error::Transport {
                 method: "POST",
                 url: url.into(),
                 detail: "connection refused".into(),

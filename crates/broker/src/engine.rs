@@ -1,0 +1,167 @@
+//! The engine boundary: what the pipeline runtime needs of the storage below it, implemented by the
+//! embedded broker, by a ferry server over HTTP (`ferry run`), and by NATS JetStream and RabbitMQ
+//! (`ferry-engines`). A record is identified by `(partition, offset)` on every engine; an engine that
+//! has no partitions uses partition 0 and its own sequence number.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::BrokerError;
+
+/// Why an engine call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The embedded broker refused or failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The engine could not be reached, or is busy or restarting: trying again later may succeed.
+    #[error("{engine} is unavailable: {message}")]
+    Unavailable {
+        /// Which engine: `nats`, `rabbitmq`, `ferry server`.
+        engine: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// The engine refused the request: trying again will not help.
+    #[error("{engine} refused: {message}")]
+    Refused {
+        /// Which engine.
+        engine: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// The engine has no such feature (listed in docs/engines.md).
+    #[error("the {engine} engine does not support {what}")]
+    Unsupported {
+        /// Which engine.
+        engine: &'static str,
+        /// The feature.
+        what: String,
+    },
+}
+
+impl EngineError {
+    /// True when trying again later may succeed (a server unreachable, busy or restarting).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// A boxed future, so that [`Bus`] and the stage traits can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A record to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Key (same key, same partition).
+    pub key: Option<String>,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Value: JSON text.
+    pub value: Bytes,
+}
+
+/// A record received under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InRecord {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// When it was published, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Key (dropped if not UTF-8).
+    pub key: Option<String>,
+    /// Headers (those whose value is not UTF-8 are dropped).
+    pub headers: Vec<(String, String)>,
+    /// Value.
+    pub value: Bytes,
+    /// Deliveries so far, this one included.
+    pub deliveries: u32,
+}
+
+impl InRecord {
+    /// `(partition, offset)`.
+    pub fn id(&self) -> (u32, u64) {
+        (self.partition, self.offset)
+    }
+}
+
+/// Settings of the queue groups stages read with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// Lease length of a receive; stages extend leases of records they hold longer.
+    pub visibility: Duration,
+    /// Most records leased at once.
+    pub max_in_flight: u32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            visibility: Duration::from_secs(30),
+            max_in_flight: 100_000,
+        }
+    }
+}
+
+/// What ferry needs of an engine: the boundary between the runtime above (pipelines, and in time the
+/// HTTP API) and the storage below: the embedded log, NATS JetStream or RabbitMQ. Every call is durable when it returns `Ok` (publishes under the
+/// topic's fsync policy, acks in the broker's metadata).
+pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates `topic` with default settings unless it exists.
+    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Creates queue group `group` on `topic` unless it exists. Stages dead-letter records themselves
+    /// (to `<pipeline>.dlq`), so the broker's own delivery limit is only a guard against a record that
+    /// crashes its stage again and again.
+    fn ensure_group<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        settings: GroupSettings,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Publishes `records` to `topic`; returns once they are durable.
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Leases up to `max` records of `group`, waiting up to `wait` for the first.
+    fn receive<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>>;
+    /// Finishes records.
+    fn ack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Gives records back, available again after `delay`.
+    fn nack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Renews leases for `visibility` from now.
+    fn extend<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        visibility: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+}
+
+/// An engine shared by the tasks that use it.
+pub type SharedEngine = Arc<dyn Engine>;
