@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::BrokerError;
+use crate::{Broker, BrokerError, Header, Produce, QueueConfig, ReceiveOptions, TopicConfig};
 
 /// Why an engine call failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,15 @@ impl EngineError {
     /// True when trying again later may succeed (a server unreachable, busy or restarting).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
+    }
+
+    /// True for an ack, nack or extend of records this process does not hold (any more): their lease
+    /// ran out or their connection was lost, so they will be delivered again and retrying cannot help.
+    pub fn is_not_leased(&self) -> bool {
+        matches!(
+            self,
+            Self::Broker(BrokerError::NotLeased { .. }) | Self::Refused { .. }
+        )
     }
 }
 
@@ -110,8 +119,8 @@ impl Default for GroupSettings {
 }
 
 /// What ferry needs of an engine: the boundary between the runtime above (pipelines, and in time the
-/// HTTP API) and the storage below: the embedded log, NATS JetStream or RabbitMQ. Every call is durable when it returns `Ok` (publishes under the
-/// topic's fsync policy, acks in the broker's metadata).
+/// HTTP API) and the storage below: the embedded log, NATS JetStream or RabbitMQ. Every call is durable
+/// when it returns `Ok` (publishes under the topic's fsync policy, acks in the engine's metadata).
 pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     /// Creates `topic` with default settings unless it exists.
     fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
@@ -163,5 +172,142 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<(), EngineError>>;
 }
 
+/// The delivery limit of the queue groups stages read with: stages dead-letter records themselves
+/// (to `<pipeline>.dlq`), so this is only a guard against a record that crashes its stage again and again.
+pub const GUARD_DELIVERIES: u32 = 1000;
+
 /// An engine shared by the tasks that use it.
 pub type SharedEngine = Arc<dyn Engine>;
+
+/// The embedded broker of this process.
+impl Engine for Broker {
+    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            match self.describe_topic(topic) {
+                Ok(_) => Ok(()),
+                Err(BrokerError::TopicNotFound(_)) => {
+                    match self.create_topic(topic, TopicConfig::default()).await {
+                        Ok(_) | Err(BrokerError::TopicExists(_)) => Ok(()),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn ensure_group<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        settings: GroupSettings,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let config = QueueConfig {
+                visibility_timeout_ms: settings.visibility.as_millis().try_into().unwrap_or(u64::MAX),
+                max_deliveries: GUARD_DELIVERIES,
+                max_in_flight: settings.max_in_flight,
+                ..QueueConfig::default()
+            };
+            match self.create_queue(group, topic, config).await {
+                // A group made earlier with other settings keeps them: its backlog matters more.
+                Ok(_) | Err(BrokerError::QueueExists { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let records = records
+                .into_iter()
+                .map(|r| Produce {
+                    key: r.key.map(Bytes::from),
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|(key, value)| Header {
+                            key,
+                            value: Bytes::from(value),
+                        })
+                        .collect(),
+                    value: r.value,
+                    timestamp: None,
+                    partition: None,
+                })
+                .collect();
+            self.publish(topic, records).await?;
+            Ok(())
+        })
+    }
+
+    fn receive<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>> {
+        Box::pin(async move {
+            let options = ReceiveOptions {
+                max_records: max,
+                max_wait: wait,
+                visibility_timeout: None,
+            };
+            let leased = self.receive(group, topic, options).await?;
+            Ok(leased
+                .into_iter()
+                .map(|l| InRecord {
+                    partition: l.record.partition,
+                    offset: l.record.offset,
+                    timestamp_ms: l.record.timestamp,
+                    key: l.record.key.and_then(|k| String::from_utf8(k.to_vec()).ok()),
+                    headers: l
+                        .record
+                        .headers
+                        .into_iter()
+                        .filter_map(|h| String::from_utf8(h.value.to_vec()).ok().map(|v| (h.key, v)))
+                        .collect(),
+                    value: l.record.value,
+                    deliveries: l.deliveries,
+                })
+                .collect())
+        })
+    }
+
+    fn ack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(self.ack(group, topic, ids).await?) })
+    }
+
+    fn nack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(self.nack(group, topic, ids, delay).await?) })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        visibility: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(self.extend(group, topic, ids, visibility).await?) })
+    }
+}

@@ -7,6 +7,10 @@
 //! tokens_file = "/run/secrets/ferry-tokens"            # FERRY_TOKENS or FERRY_TOKENS_FILE
 //! read_tokens_file = "/run/secrets/ferry-read-tokens"  # FERRY_READ_TOKENS or FERRY_READ_TOKENS_FILE
 //!
+//! [engine]                      # where records live: embedded (default), or one of
+//! nats = { url = "nats://127.0.0.1:4222" }            # NATS JetStream
+//! # rabbitmq = { url = "amqp://guest:guest@127.0.0.1:5672/%2f" }
+//!
 //! [topics.orders]               # created at start-up if missing; every key of a topic is optional
 //! partitions = 4
 //! fsync = "always"              # always | interval:<ms> | never
@@ -41,6 +45,8 @@ use toml::de::{DeTable, DeValue};
 pub struct Config {
     /// Where the server listens and keeps its data.
     pub server: ServerConfig,
+    /// Where records live.
+    pub engine: EngineConfig,
     /// Topics that must exist, by name.
     pub topics: BTreeMap<String, TopicConfig>,
     /// Subscriptions that must exist, by name.
@@ -49,6 +55,37 @@ pub struct Config {
     pub pipelines: Vec<PipelineConfig>,
     /// The directory of the file: paths in pipelines are relative to it.
     pub dir: PathBuf,
+}
+
+/// `[engine]`: the embedded broker (the default), NATS JetStream or RabbitMQ. Written as
+/// `engine = "embedded"`, or `[engine]` with one of `nats = { url = ".." }`, `rabbitmq = { url = ".." }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum EngineConfig {
+    /// The log in `server.data_dir`.
+    #[default]
+    Embedded,
+    /// NATS JetStream.
+    Nats {
+        /// `nats://host:port`.
+        url: String,
+    },
+    /// RabbitMQ.
+    Rabbitmq {
+        /// `amqp://user:password@host:port/vhost`.
+        url: String,
+    },
+}
+
+impl EngineConfig {
+    /// `embedded`, `nats` or `rabbitmq`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Nats { .. } => "nats",
+            Self::Rabbitmq { .. } => "rabbitmq",
+        }
+    }
 }
 
 /// `[server]`.
@@ -193,6 +230,11 @@ impl Config {
                         config.server = s;
                     }
                 }
+                "engine" => {
+                    if let Some(e) = checker.de::<EngineConfig>("engine", v) {
+                        config.engine = e;
+                    }
+                }
                 "topics" => {
                     for (name, t) in tables(&mut checker, "topics", v) {
                         let tkey = format!("topics.{name}");
@@ -222,7 +264,8 @@ impl Config {
                     other,
                     k.span(),
                     format!(
-                        "unknown key `{other}`, expected one of `server`, `topics`, `subscriptions`, `pipelines`"
+                        "unknown key `{other}`, expected one of `server`, `engine`, `topics`, `subscriptions`, \
+                         `pipelines`"
                     ),
                 ),
             }
@@ -313,5 +356,34 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.server.listen.port(), 5000);
+    }
+
+    #[test]
+    fn the_engine_is_embedded_unless_named() {
+        assert_eq!(Config::parse("").unwrap().engine, EngineConfig::Embedded);
+        assert_eq!(
+            Config::parse("engine = \"embedded\"\n").unwrap().engine,
+            EngineConfig::Embedded
+        );
+        let c = Config::parse("[engine]\nnats = { url = \"nats://127.0.0.1:4222\" }\n").unwrap();
+        assert_eq!(
+            c.engine,
+            EngineConfig::Nats {
+                url: "nats://127.0.0.1:4222".into()
+            }
+        );
+        let c = Config::parse("[engine]\nrabbitmq = { url = \"amqp://h/%2f\" }\n").unwrap();
+        assert_eq!(c.engine.name(), "rabbitmq");
+        let e = Config::parse("[engine]\nkafka = { url = \"k\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("engine") && e.contains("kafka"),
+            "{e}"
+        );
+        let e = Config::parse("[engine]\nnats = { url = \"n\", user = \"u\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("user"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod engine;
 
 use std::process::ExitCode;
 

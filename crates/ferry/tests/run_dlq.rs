@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{free_port, post, records, up, wait_for};
+use common::{free_port, post, records, up, wait_for, webhook};
 
 struct Stage(Child);
 
@@ -51,38 +49,6 @@ fn run_stage(config: &std::path::Path, stage: &str, url: &str, worker: &str) -> 
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["stage"], stage);
     Stage(child)
-}
-
-/// A webhook on `port` that answers 200 and keeps the bodies.
-fn webhook(port: u16) -> Arc<Mutex<Vec<serde_json::Value>>> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let bodies = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let mut s = stream.unwrap();
-            let mut reader = BufReader::new(s.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
-            bodies
-                .lock()
-                .unwrap()
-                .push(serde_json::from_slice(&body).unwrap());
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .unwrap();
-        }
-    });
-    got
 }
 
 #[test]
@@ -161,7 +127,7 @@ url = "http://127.0.0.1:{hook_port}/hook"
     assert_eq!(by("a") + by("b"), 20);
 
     // The webhook comes up; a replay sends every dead letter back to the sink.
-    let got = webhook(hook_port);
+    let got = webhook(hook_port, Duration::ZERO);
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["dlq", "replay", "--pipeline", "hook", "--url", &server.url])
         .output()

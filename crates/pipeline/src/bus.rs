@@ -1,153 +1,16 @@
-//! The broker a pipeline runs on: the embedded one in the same process (`ferry up`), or a ferry server
-//! over HTTP (`ferry run --url`). Stages only publish, receive under a lease, ack, nack and extend, so
-//! both give the same delivery contract: a record is done when acked; a lease that runs out (a crashed
-//! stage) makes it available again.
+//! The engine a pipeline runs on ([`Bus`] is `ferry_broker::engine::Engine`): the embedded broker in the
+//! same process (`ferry up`), NATS JetStream or RabbitMQ (`ferry-engines`), or a ferry server over HTTP
+//! (`ferry run --url`, [`RemoteBus`] here). Stages only publish, receive under a lease, ack, nack and
+//! extend, so all give the same delivery contract: a record is done when acked; a lease that runs out (a
+//! crashed stage) makes it available again.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 pub use ferry_broker::engine::{
     BoxFuture, Engine as Bus, EngineError as BusError, GroupSettings, InRecord, OutRecord,
     SharedEngine as SharedBus,
 };
-use ferry_broker::{Broker, BrokerError, Header, Produce, QueueConfig, ReceiveOptions, TopicConfig};
 use ferry_client::{Client, ProduceRecord};
-
-fn guard_deliveries() -> u32 {
-    1000
-}
-
-/// The embedded broker of this process.
-#[derive(Debug, Clone)]
-pub struct EmbeddedBus(pub Broker);
-
-impl Bus for EmbeddedBus {
-    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move {
-            match self.0.describe_topic(topic) {
-                Ok(_) => Ok(()),
-                Err(BrokerError::TopicNotFound(_)) => {
-                    match self.0.create_topic(topic, TopicConfig::default()).await {
-                        Ok(_) | Err(BrokerError::TopicExists(_)) => Ok(()),
-                        Err(e) => Err(e.into()),
-                    }
-                }
-                Err(e) => Err(e.into()),
-            }
-        })
-    }
-
-    fn ensure_group<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        settings: GroupSettings,
-    ) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move {
-            let config = QueueConfig {
-                visibility_timeout_ms: settings.visibility.as_millis().try_into().unwrap_or(u64::MAX),
-                max_deliveries: guard_deliveries(),
-                max_in_flight: settings.max_in_flight,
-                ..QueueConfig::default()
-            };
-            match self.0.create_queue(group, topic, config).await {
-                // A group made earlier with other settings keeps them: its backlog matters more.
-                Ok(_) | Err(BrokerError::QueueExists { .. }) => Ok(()),
-                Err(e) => Err(e.into()),
-            }
-        })
-    }
-
-    fn publish<'a>(&'a self, topic: &'a str, records: Vec<OutRecord>) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move {
-            if records.is_empty() {
-                return Ok(());
-            }
-            let records = records
-                .into_iter()
-                .map(|r| Produce {
-                    key: r.key.map(Bytes::from),
-                    headers: r
-                        .headers
-                        .into_iter()
-                        .map(|(key, value)| Header {
-                            key,
-                            value: Bytes::from(value),
-                        })
-                        .collect(),
-                    value: r.value,
-                    timestamp: None,
-                    partition: None,
-                })
-                .collect();
-            self.0.publish(topic, records).await?;
-            Ok(())
-        })
-    }
-
-    fn receive<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        max: usize,
-        wait: Duration,
-    ) -> BoxFuture<'a, Result<Vec<InRecord>, BusError>> {
-        Box::pin(async move {
-            let options = ReceiveOptions {
-                max_records: max,
-                max_wait: wait,
-                visibility_timeout: None,
-            };
-            let leased = self.0.receive(group, topic, options).await?;
-            Ok(leased
-                .into_iter()
-                .map(|l| InRecord {
-                    partition: l.record.partition,
-                    offset: l.record.offset,
-                    timestamp_ms: l.record.timestamp,
-                    key: l.record.key.and_then(|k| String::from_utf8(k.to_vec()).ok()),
-                    headers: l
-                        .record
-                        .headers
-                        .into_iter()
-                        .filter_map(|h| String::from_utf8(h.value.to_vec()).ok().map(|v| (h.key, v)))
-                        .collect(),
-                    value: l.record.value,
-                    deliveries: l.deliveries,
-                })
-                .collect())
-        })
-    }
-
-    fn ack<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        ids: &'a [(u32, u64)],
-    ) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move { Ok(self.0.ack(group, topic, ids).await?) })
-    }
-
-    fn nack<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        ids: &'a [(u32, u64)],
-        delay: Duration,
-    ) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move { Ok(self.0.nack(group, topic, ids, delay).await?) })
-    }
-
-    fn extend<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        ids: &'a [(u32, u64)],
-        visibility: Duration,
-    ) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move { Ok(self.0.extend(group, topic, ids, visibility).await?) })
-    }
-}
 
 /// A ferry server's error as an engine error: transient when trying again may help.
 pub fn remote(e: ferry_client::Error) -> BusError {
@@ -187,7 +50,7 @@ impl Bus for RemoteBus {
         Box::pin(async move {
             let config = ferry_client::QueueConfig {
                 visibility_timeout_ms: Some(settings.visibility.as_millis().try_into().unwrap_or(u64::MAX)),
-                max_deliveries: Some(guard_deliveries()),
+                max_deliveries: Some(ferry_broker::engine::GUARD_DELIVERIES),
                 max_in_flight: Some(settings.max_in_flight),
                 ..ferry_client::QueueConfig::default()
             };

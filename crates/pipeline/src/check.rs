@@ -17,7 +17,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::config::{
-    PipelineConfig, ProcessorConfig, RetryConfig, SinkConfig, SourceConfig, Stage, name_problem,
+    PipelineConfig, ProcessorConfig, RetryConfig, SinkConfig, SourceConfig, Span, Stage, name_problem,
 };
 
 /// One problem of a configuration file.
@@ -247,6 +247,7 @@ fn pipeline(
     };
     let before = checker.diagnostics.len();
     let mut retry = RetryConfig::default();
+    let mut lease = None;
     let mut source = None;
     let mut processors = Vec::new();
     let mut sinks = Vec::new();
@@ -259,6 +260,16 @@ fn pipeline(
                     let problems = r.validate();
                     checker.report_all(&rkey, v, problems);
                     retry = r;
+                }
+            }
+            "lease" => {
+                let lkey = format!("{key}.lease");
+                match checker.de::<Span>(&lkey, v) {
+                    Some(l) if l.0 < std::time::Duration::from_secs(1) => {
+                        checker.report(&lkey, v.span(), "must be at least 1s");
+                    }
+                    Some(l) => lease = Some(l),
+                    None => {}
                 }
             }
             "source" => {
@@ -301,7 +312,9 @@ fn pipeline(
             other => checker.report(
                 format!("{key}.{other}"),
                 k.span(),
-                format!("unknown key `{other}`, expected one of `source`, `processors`, `sinks`, `retry`"),
+                format!(
+                    "unknown key `{other}`, expected one of `source`, `processors`, `sinks`, `retry`, `lease`"
+                ),
             ),
         }
     }
@@ -315,6 +328,7 @@ fn pipeline(
     Some(PipelineConfig {
         name: name.to_owned(),
         retry,
+        lease,
         source,
         processors,
         sinks,
@@ -455,6 +469,8 @@ fn source_of(
         "http" => SourceConfig::Http(checker.de(key, value)?),
         "topic" => SourceConfig::Topic(checker.de(key, value)?),
         "generate" => SourceConfig::Generate(checker.de(key, value)?),
+        "rabbitmq" => SourceConfig::RabbitMq(checker.de(key, value)?),
+        "nats" => SourceConfig::Nats(checker.de(key, value)?),
         other => {
             unknown_kind(checker, key, value, "source", other, SourceConfig::KINDS);
             return None;
@@ -513,6 +529,8 @@ fn sink_of(
         "http" => SinkConfig::Http(checker.de(key, value)?),
         "topic" => SinkConfig::Topic(checker.de(key, value)?),
         "stdout" => SinkConfig::Stdout(checker.de(key, value)?),
+        "rabbitmq" => SinkConfig::RabbitMq(checker.de(key, value)?),
+        "nats" => SinkConfig::Nats(checker.de(key, value)?),
         other => {
             unknown_kind(checker, key, value, "sink", other, SinkConfig::KINDS);
             return None;
@@ -643,5 +661,142 @@ name = "map"
         let names: Vec<_> = ok[0].processors.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["map", "map-2"]);
         assert_eq!(ok[0].sinks[0].name, "stdout");
+    }
+
+    /// The messages of `text`'s problems, each with its key.
+    fn problems(text: &str) -> Vec<(String, String)> {
+        parse_pipelines(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|d| (d.key, d.message))
+            .collect()
+    }
+
+    fn has(problems: &[(String, String)], key: &str, text: &str) {
+        assert!(
+            problems.iter().any(|(k, m)| k == key && m.contains(text)),
+            "no problem of `{key}` with `{text}` in {problems:#?}"
+        );
+    }
+
+    #[test]
+    fn bridges_read_with_their_defaults() {
+        let text = r#"
+[pipelines.p]
+source = { type = "rabbitmq", url = "amqp://guest:guest@127.0.0.1:5672/%2f", queue = "messages" }
+[[pipelines.p.sinks]]
+type = "rabbitmq"
+url = "amqps://rabbit.example.com"
+routing_key = "orders.{region}"
+[[pipelines.p.sinks]]
+type = "nats"
+url = "nats://127.0.0.1:4222,nats://127.0.0.1:4223"
+subject = "orders.{region}"
+
+[pipelines.q]
+source = { type = "nats", url = "127.0.0.1:4222", subject = "orders.*.>", queue_group = "ferry", format = "text" }
+"#;
+        let p = parse_pipelines(text).unwrap();
+        let SourceConfig::RabbitMq(r) = &p[0].source.component else {
+            panic!("{:?}", p[0].source)
+        };
+        assert!(r.declare && r.durable);
+        assert_eq!((r.format, r.prefetch), (crate::config::BodyFormat::Json, 100));
+        let SinkConfig::RabbitMq(rs) = &p[0].sinks[0].component else {
+            panic!("{:?}", p[0].sinks)
+        };
+        assert_eq!(
+            (rs.exchange.as_str(), rs.queue.as_deref(), rs.durable),
+            ("", None, true)
+        );
+        let SinkConfig::Nats(ns) = &p[0].sinks[1].component else {
+            panic!("{:?}", p[0].sinks)
+        };
+        assert!(!ns.jetstream);
+        assert_eq!(
+            (p[0].sinks[0].name.as_str(), p[0].sinks[1].name.as_str()),
+            ("rabbitmq", "nats")
+        );
+        let SourceConfig::Nats(n) = &p[1].source.component else {
+            panic!("{:?}", p[1].source)
+        };
+        assert_eq!(n.queue_group.as_deref(), Some("ferry"));
+        assert_eq!(n.format, crate::config::BodyFormat::Text);
+        assert_eq!(
+            crate::runtime::plan(&p[1])[0].output.as_deref(),
+            Some("q.nats"),
+            "a bridge publishes to <pipeline>.<stage>"
+        );
+    }
+
+    #[test]
+    fn bridges_missing_keys_are_reported() {
+        let text = r#"
+[pipelines.a]
+source = { type = "rabbitmq", queue = "messages" }
+[pipelines.b]
+source = { type = "rabbitmq", url = "amqp://127.0.0.1" }
+[pipelines.c]
+source = { type = "nats", url = "nats://127.0.0.1:4222" }
+[pipelines.d]
+source = { type = "topic", topic = "in" }
+sinks = [
+  { type = "rabbitmq", url = "amqp://127.0.0.1" },
+  { type = "nats", url = "nats://127.0.0.1:4222" },
+  { type = "nats", subject = "x" },
+]
+"#;
+        let p = problems(text);
+        has(&p, "pipelines.a.source", "missing field `url`");
+        has(&p, "pipelines.b.source", "missing field `queue`");
+        has(&p, "pipelines.c.source", "missing field `subject`");
+        has(&p, "pipelines.d.sinks[0]", "missing field `routing_key`");
+        has(&p, "pipelines.d.sinks[1]", "missing field `subject`");
+        has(&p, "pipelines.d.sinks[2]", "missing field `url`");
+        assert_eq!(p.len(), 6, "{p:#?}");
+    }
+
+    #[test]
+    fn bridges_bad_values_are_reported() {
+        let text = r#"
+[pipelines.a]
+source = { type = "rabbitmq", url = "http://user:s3cret@host", queue = "", prefetch = 0, durabel = true }
+[pipelines.b]
+source = { type = "rabbitmq", url = "amqp://user:s3cret@host", queue = "q", prefetch = 0, format = "xml" }
+[pipelines.c]
+source = { type = "nats", url = "nats://127.0.0.1:4222", subject = "orders..x", queue_group = "a b" }
+[pipelines.d]
+source = { type = "topic", topic = "in" }
+sinks = [
+  { type = "rabbitmq", url = "", routing_key = "{oops" },
+  { type = "rabbitmq", url = "amqp://h", exchange = "amq.topic", routing_key = "orders.{region}", queue = "orders" },
+  { type = "rabbitmq", url = "amqp://h", routing_key = "orderz", queue = "orders" },
+  { type = "nats", url = "nats://127.0.0.1:4222", subject = "orders.>" },
+  { type = "nats", url = "nats://127.0.0.1:4222", subject = "orders.{region}", jetstream = "yes" },
+]
+"#;
+        let p = problems(text);
+        has(&p, "pipelines.a.source", "durabel");
+        has(&p, "pipelines.b.source", "xml");
+        has(&p, "pipelines.c.source.subject", "empty token");
+        has(&p, "pipelines.c.source.queue_group", "without spaces");
+        has(&p, "pipelines.d.sinks[0].url", "must not be empty");
+        has(&p, "pipelines.d.sinks[0].routing_key", "unclosed");
+        has(&p, "pipelines.d.sinks[1].queue", "fixed text");
+        has(&p, "pipelines.d.sinks[2].routing_key", "routing_key = \"orders\"");
+        has(&p, "pipelines.d.sinks[3].subject", "wildcards");
+        has(&p, "pipelines.d.sinks[4]", "expected a boolean");
+        assert!(p.iter().all(|(_, m)| !m.contains("s3cret")), "{p:#?}");
+
+        // Checked once serde has read the table: the URL scheme, an empty queue, a prefetch of 0.
+        let text = r#"
+[pipelines.a]
+source = { type = "rabbitmq", url = "http://user:s3cret@host", queue = "", prefetch = 0 }
+"#;
+        let p = problems(text);
+        has(&p, "pipelines.a.source.url", "amqp://");
+        has(&p, "pipelines.a.source.queue", "must not be empty");
+        has(&p, "pipelines.a.source.prefetch", "1 to 65535");
+        assert!(p.iter().all(|(_, m)| !m.contains("s3cret")), "{p:#?}");
     }
 }

@@ -128,6 +128,10 @@ pub struct PipelineConfig {
     pub name: String,
     /// Default retries of its stages.
     pub retry: RetryConfig,
+    /// `lease`: how long a stage holds a record it is working on before another process may take it
+    /// (the visibility timeout of the stages' queue groups, set when a group is first made; a stage
+    /// extends it while it retries). `None`: 30 s.
+    pub lease: Option<Span>,
     /// Where records come from.
     pub source: Stage<SourceConfig>,
     /// What happens to them, in order.
@@ -159,11 +163,15 @@ pub enum SourceConfig {
     Topic(TopicSourceConfig),
     /// `type = "generate"`.
     Generate(GenerateSourceConfig),
+    /// `type = "rabbitmq"`.
+    RabbitMq(RabbitMqSourceConfig),
+    /// `type = "nats"`.
+    Nats(NatsSourceConfig),
 }
 
 impl SourceConfig {
     /// Every `type` a source can have.
-    pub const KINDS: &'static [&'static str] = &["http", "topic", "generate"];
+    pub const KINDS: &'static [&'static str] = &["http", "topic", "generate", "rabbitmq", "nats"];
 
     /// The `type`.
     pub fn kind(&self) -> &'static str {
@@ -171,6 +179,8 @@ impl SourceConfig {
             Self::Http(_) => "http",
             Self::Topic(_) => "topic",
             Self::Generate(_) => "generate",
+            Self::RabbitMq(_) => "rabbitmq",
+            Self::Nats(_) => "nats",
         }
     }
 
@@ -180,6 +190,8 @@ impl SourceConfig {
             Self::Http(c) => c.validate(),
             Self::Topic(c) => c.validate(),
             Self::Generate(c) => c.validate(),
+            Self::RabbitMq(c) => c.validate(),
+            Self::Nats(c) => c.validate(),
         }
     }
 }
@@ -419,6 +431,186 @@ impl GenerateSourceConfig {
     }
 }
 
+/// How a bridge source (`rabbitmq`, `nats`) reads a message body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// The body is a JSON value, which becomes the record; a body that is not JSON is refused.
+    #[default]
+    Json,
+    /// The body is UTF-8 text; the record is `{"text": "<body>"}`.
+    Text,
+}
+
+/// `type = "rabbitmq"`: messages consumed from a RabbitMQ queue (manual acks), each acked once it is
+/// published to the source's topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitMqSourceConfig {
+    /// `amqp://user:password@host:port/vhost` (or `amqps://`).
+    pub url: String,
+    /// The queue consumed.
+    pub queue: String,
+    /// Declare the queue (created if missing); `false`: it must exist (a passive declare checks it).
+    #[serde(default = "yes")]
+    pub declare: bool,
+    /// Declare the queue durable; must match how the queue was declared by whoever made it.
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// How message bodies are read.
+    #[serde(default)]
+    pub format: BodyFormat,
+    /// Most unacked messages RabbitMQ sends at once (basic.qos), 1 to 65535.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+}
+
+fn default_prefetch() -> u16 {
+    100
+}
+
+impl RabbitMqSourceConfig {
+    /// Problems, each with its key.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        amqp_url_problem("url", &self.url, &mut out);
+        amqp_name_problem("queue", &self.queue, false, &mut out);
+        if self.prefetch == 0 {
+            out.push(("prefetch".into(), "must be 1 to 65535, got 0".into()));
+        }
+        out
+    }
+}
+
+/// `type = "nats"`: messages of a core NATS subscription, each published to the source's topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSourceConfig {
+    /// `nats://host:port` (several separated by commas).
+    pub url: String,
+    /// The subject subscribed to; wildcards `*` (one token) and `>` (the rest) allowed.
+    pub subject: String,
+    /// A core NATS queue group: processes subscribed with the same group share the messages.
+    #[serde(default)]
+    pub queue_group: Option<String>,
+    /// How message bodies are read.
+    #[serde(default)]
+    pub format: BodyFormat,
+}
+
+impl NatsSourceConfig {
+    /// Problems, each with its key.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        nats_url_problem("url", &self.url, &mut out);
+        if let Err(e) = nats_subject(&self.subject, true) {
+            out.push(("subject".into(), e));
+        }
+        if let Some(group) = &self.queue_group
+            && (group.is_empty() || group.chars().any(char::is_whitespace))
+        {
+            out.push((
+                "queue_group".into(),
+                format!("must be a name without spaces, got {group:?}"),
+            ));
+        }
+        out
+    }
+}
+
+/// Pushes a problem if `url` is not an `amqp://` or `amqps://` URL. The URL is never repeated in the
+/// message: it may hold a password.
+pub(crate) fn amqp_url_problem(key: &'static str, url: &str, out: &mut Vec<(String, String)>) {
+    if url.trim().is_empty() {
+        out.push((
+            key.into(),
+            "must not be empty: `amqp://user:password@host:port/vhost`".into(),
+        ));
+        return;
+    }
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        out.push((
+            key.into(),
+            "must be an `amqp://` or `amqps://` URL: `amqp://user:password@host:port/vhost`".into(),
+        ));
+        return;
+    }
+    if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
+        let e = if e.contains(url) {
+            String::new()
+        } else {
+            format!(": {e}")
+        };
+        out.push((key.into(), format!("not a valid AMQP URL{e}")));
+    }
+}
+
+/// Pushes a problem if `name` cannot be an AMQP queue or exchange name (at most 255 bytes; empty only
+/// when `empty_ok`).
+pub(crate) fn amqp_name_problem(
+    key: &'static str,
+    name: &str,
+    empty_ok: bool,
+    out: &mut Vec<(String, String)>,
+) {
+    if name.is_empty() && !empty_ok {
+        out.push((key.into(), "must not be empty".into()));
+    } else if name.len() > 255 {
+        out.push((
+            key.into(),
+            format!("must be at most 255 bytes, got {}", name.len()),
+        ));
+    }
+}
+
+/// Pushes a problem if `url` is not one or more NATS server addresses separated by commas.
+pub(crate) fn nats_url_problem(key: &'static str, url: &str, out: &mut Vec<(String, String)>) {
+    if url.trim().is_empty() {
+        out.push((key.into(), "must not be empty: `nats://host:port`".into()));
+        return;
+    }
+    for part in url.split(',') {
+        if let Err(e) = part.trim().parse::<async_nats::ServerAddr>() {
+            out.push((key.into(), format!("not a NATS server URL: {e}")));
+            return;
+        }
+    }
+}
+
+/// Checks a NATS subject: tokens separated by `.`, none empty, no whitespace; with `wildcards`, a
+/// token may be `*`, and the last one `>`; without, neither may appear.
+pub fn nats_subject(subject: &str, wildcards: bool) -> Result<(), String> {
+    if subject.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{subject:?} has a space or control character"));
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Err(format!(
+                "`{subject}` has an empty token (a `.` at the start or end, or `..`)"
+            ));
+        }
+        let wild = *token == "*" || *token == ">";
+        if wild && !wildcards {
+            return Err(format!(
+                "`{subject}`: wildcards (`*`, `>`) cannot be published to"
+            ));
+        }
+        if *token == ">" && i + 1 != tokens.len() {
+            return Err(format!("`{subject}`: `>` must be the last token"));
+        }
+        if !wild && (token.contains('*') || token.contains('>')) && wildcards {
+            return Err(format!(
+                "`{subject}`: `*` and `>` must be whole tokens (`orders.*`, `orders.>`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Processors
 
@@ -565,11 +757,24 @@ pub enum SinkConfig {
     Topic(TopicSinkConfig),
     /// `type = "stdout"`.
     Stdout(StdoutSinkConfig),
+    /// `type = "rabbitmq"`.
+    RabbitMq(RabbitMqSinkConfig),
+    /// `type = "nats"`.
+    Nats(NatsSinkConfig),
 }
 
 impl SinkConfig {
     /// Every `type` a sink can have.
-    pub const KINDS: &'static [&'static str] = &["email", "file", "object_store", "http", "topic", "stdout"];
+    pub const KINDS: &'static [&'static str] = &[
+        "email",
+        "file",
+        "object_store",
+        "http",
+        "topic",
+        "stdout",
+        "rabbitmq",
+        "nats",
+    ];
 
     /// The `type`.
     pub fn kind(&self) -> &'static str {
@@ -580,6 +785,8 @@ impl SinkConfig {
             Self::Http(_) => "http",
             Self::Topic(_) => "topic",
             Self::Stdout(_) => "stdout",
+            Self::RabbitMq(_) => "rabbitmq",
+            Self::Nats(_) => "nats",
         }
     }
 }
@@ -756,6 +963,43 @@ pub struct TopicSinkConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {}
+
+/// `type = "rabbitmq"`: each record published to a RabbitMQ exchange as JSON, confirmed by RabbitMQ
+/// (publisher confirms) before it is acked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitMqSinkConfig {
+    /// `amqp://user:password@host:port/vhost` (or `amqps://`).
+    pub url: String,
+    /// The exchange published to; `""` is the default exchange, which routes to the queue named by the
+    /// routing key. Must exist.
+    #[serde(default)]
+    pub exchange: String,
+    /// Routing key template over the record's fields (`orders.{region}`).
+    pub routing_key: String,
+    /// A queue to declare (and, with a named `exchange`, bind with `routing_key`) before publishing,
+    /// so that records are kept for a consumer that starts later.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Declare `queue` durable.
+    #[serde(default = "yes")]
+    pub durable: bool,
+}
+
+/// `type = "nats"`: each record published to a NATS subject as JSON: core NATS (flushed) or JetStream
+/// (stored, acknowledged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    /// `nats://host:port` (several separated by commas).
+    pub url: String,
+    /// Subject template over the record's fields (`orders.{region}`); no wildcards.
+    pub subject: String,
+    /// Publish to JetStream and wait for its acknowledgement (a stream must capture the subject);
+    /// `false`: core NATS, flushed to the server.
+    #[serde(default)]
+    pub jetstream: bool,
+}
 
 /// Pushes a problem if `value` is not a valid topic name.
 pub(crate) fn name_problem(key: &'static str, value: &str, out: &mut Vec<(String, String)>) {

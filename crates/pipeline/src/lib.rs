@@ -22,7 +22,7 @@ pub mod sinks;
 pub mod sources;
 pub mod template;
 
-pub use crate::bus::{Bus, EmbeddedBus, RemoteBus, SharedBus};
+pub use crate::bus::{Bus, RemoteBus, SharedBus};
 pub use crate::component::{Batching, BuildContext, Output, Processor, Sink};
 pub use crate::error::{BusError, StageError};
 pub use crate::event::Event;

@@ -89,6 +89,7 @@ pub fn plan(p: &PipelineConfig) -> Vec<StagePlan> {
             .topic
             .clone()
             .unwrap_or_else(|| stage_topic(&p.name, &p.source.name)),
+        SourceConfig::RabbitMq(_) | SourceConfig::Nats(_) => stage_topic(&p.name, &p.source.name),
     };
     let mut out = vec![StagePlan {
         name: p.source.name.clone(),
@@ -298,6 +299,10 @@ pub async fn start(
     }
     for p in pipelines {
         let stages = plan(p);
+        let groups = GroupSettings {
+            visibility: p.lease.map_or(options.groups.visibility, |l| l.0),
+            ..options.groups
+        };
         bus.ensure_topic(&dlq_topic(&p.name)).await?;
         for st in &stages {
             if let Some((op, os)) = &options.only
@@ -310,7 +315,7 @@ pub async fn start(
             }
             if let Some(input) = &st.input {
                 bus.ensure_topic(input).await?;
-                bus.ensure_group(&st.group, input, options.groups).await?;
+                bus.ensure_group(&st.group, input, groups).await?;
             }
             let ctx = BuildContext {
                 pipeline: p.name.clone(),
@@ -327,7 +332,7 @@ pub async fn start(
                 retry: retry_of(p, &st.kind),
                 metrics: m.clone(),
                 cancel: cancel.clone(),
-                visibility: options.groups.visibility,
+                visibility: groups.visibility,
             };
             match st.kind {
                 StageKind::Source => match &p.source.component {
@@ -348,6 +353,14 @@ pub async fn start(
                         let interval = g.interval.0;
                         let count = g.count;
                         tasks.spawn(worker.generate(generator, interval, count));
+                    }
+                    SourceConfig::RabbitMq(c) => {
+                        let source = crate::sources::rabbitmq::RabbitMqSource::new(c, bridge(&ctx, st, m))?;
+                        tasks.spawn(source.run(cancel.clone()));
+                    }
+                    SourceConfig::Nats(c) => {
+                        let source = crate::sources::nats::NatsSource::new(c, bridge(&ctx, st, m))?;
+                        tasks.spawn(source.run(cancel.clone()));
                     }
                 },
                 StageKind::Processor(i) => {
@@ -371,6 +384,17 @@ pub async fn start(
         routes,
         stages: started,
     })
+}
+
+/// What a bridge source (`rabbitmq`, `nats`) needs to run.
+fn bridge(ctx: &BuildContext, st: &StagePlan, metrics: StageMetrics) -> crate::sources::BridgeContext {
+    crate::sources::BridgeContext {
+        pipeline: ctx.pipeline.clone(),
+        stage: ctx.stage.clone(),
+        topic: st.output.clone().unwrap_or_default(),
+        bus: ctx.bus.clone(),
+        metrics,
+    }
 }
 
 fn retry_of(p: &PipelineConfig, kind: &StageKind) -> RetryConfig {
@@ -529,10 +553,25 @@ impl Worker {
         if ids.is_empty() {
             return;
         }
+        let lost = std::sync::Mutex::new(None);
         let ok = self
-            .persist("ack", held, || self.bus.ack(&self.stage.group, self.input(), ids))
+            .persist("ack", held, || async {
+                match self.bus.ack(&self.stage.group, self.input(), ids).await {
+                    // The lease ran out or its connection was lost: the records come again, and
+                    // retrying this ack cannot succeed.
+                    Err(e) if e.is_not_leased() => {
+                        if let Ok(mut l) = lost.lock() {
+                            *l = Some(e);
+                        }
+                        Ok(())
+                    }
+                    other => other,
+                }
+            })
             .await;
-        if !ok {
+        if let Some(e) = lost.into_inner().ok().flatten() {
+            tracing::warn!(pipeline = %self.pipeline, stage = %self.stage.name, error = %e, "ack refused: the records will be delivered again (at-least-once)");
+        } else if !ok {
             tracing::info!(pipeline = %self.pipeline, stage = %self.stage.name, "stopped before an ack: the records will come again");
         }
         held.ids.retain(|id| !ids.contains(id));

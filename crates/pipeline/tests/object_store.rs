@@ -13,7 +13,7 @@ use chrono::NaiveDate;
 use ferry_pipeline::config::ObjectStoreSinkConfig;
 use ferry_pipeline::event::Origin;
 use ferry_pipeline::sinks::object_store::ObjectStoreSink;
-use ferry_pipeline::{BuildContext, EmbeddedBus, Event, Sink};
+use ferry_pipeline::{BuildContext, Event, Sink};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -212,9 +212,7 @@ async fn run(command: Command) {
         stage: "archive".into(),
         data_dir: dir.path().to_path_buf(),
         config_dir: std::path::PathBuf::from("."),
-        bus: Arc::new(EmbeddedBus(
-            ferry_broker::Broker::open(dir.path().join("broker")).unwrap(),
-        )),
+        bus: Arc::new(ferry_broker::Broker::open(dir.path().join("broker")).unwrap()),
     };
     let config = |url: &str, gzip: bool| -> ObjectStoreSinkConfig {
         toml::from_str(&format!(

@@ -222,6 +222,8 @@ fn minimal(role: &str, kind: &str) -> Option<&'static str> {
         ("source", "http") => r#"path = "/x""#,
         ("source", "topic") => r#"topic = "in""#,
         ("source", "generate") => r#"template = { n = "{{seq}}" }"#,
+        ("source", "rabbitmq") => r#"url = "amqp://127.0.0.1", queue = "q""#,
+        ("source", "nats") => r#"url = "nats://127.0.0.1:4222", subject = "s""#,
         ("processor", "filter") => r#"jq = "true""#,
         ("processor", "map") => "",
         ("processor", "validate") => r#"schema = { type = "object" }"#,
@@ -232,6 +234,8 @@ fn minimal(role: &str, kind: &str) -> Option<&'static str> {
         ("sink", "http") => r#"url = "http://127.0.0.1:9/hook""#,
         ("sink", "topic") => r#"topic = "out""#,
         ("sink", "stdout") => "",
+        ("sink", "rabbitmq") => r#"url = "amqp://127.0.0.1", routing_key = "k""#,
+        ("sink", "nats") => r#"url = "nats://127.0.0.1:4222", subject = "s""#,
         _ => return None,
     })
 }
@@ -471,6 +475,8 @@ fn check_component(role: &str, kind: &str, rows: &[Row], errors: &mut Vec<String
                 SourceConfig::Http(c) => compare(&name, c, &minimal, rows, errors),
                 SourceConfig::Topic(c) => compare(&name, c, &minimal, rows, errors),
                 SourceConfig::Generate(c) => compare(&name, c, &minimal, rows, errors),
+                SourceConfig::RabbitMq(c) => compare(&name, c, &minimal, rows, errors),
+                SourceConfig::Nats(c) => compare(&name, c, &minimal, rows, errors),
             }
         }
         "processor" => {
@@ -493,6 +499,8 @@ fn check_component(role: &str, kind: &str, rows: &[Row], errors: &mut Vec<String
                 SinkConfig::Http(c) => compare(&name, c, &minimal, rows, errors),
                 SinkConfig::Topic(c) => compare(&name, c, &minimal, rows, errors),
                 SinkConfig::Stdout(c) => compare(&name, c, &minimal, rows, errors),
+                SinkConfig::RabbitMq(c) => compare(&name, c, &minimal, rows, errors),
+                SinkConfig::Nats(c) => compare(&name, c, &minimal, rows, errors),
             }
         }
     }

@@ -100,6 +100,10 @@ pub struct ServerOptions {
     /// More routes served beside the API (pipelines' `http` sources), behind the same tokens and
     /// metrics; they must not overlap the API's paths.
     pub routes: Option<Router>,
+    /// The engine the records live in when it is not the embedded broker (`nats`, `rabbitmq`): the
+    /// `/v1` API, which serves the embedded broker, then answers 501 `engine_unsupported` instead of
+    /// showing topics that are not the ones in use. `/healthz`, `/metrics` and `routes` still work.
+    pub engine: Option<String>,
 }
 
 impl ServerOptions {
@@ -115,15 +119,42 @@ impl ServerOptions {
 /// The routes wrapped in the middleware. Layered on the finished router, so that no route added to
 /// `api::routes` can miss authentication; `Router::layer` wraps each route, so the metrics middleware
 /// sees the matched route template.
-fn app(state: AppState, tokens: Tokens, extra: Option<Router>) -> Router {
+fn app(state: AppState, tokens: Tokens, extra: Option<Router>, engine: Option<String>) -> Router {
     let metrics = state.metrics().clone();
     let mut router = api::routes(state);
+    if let Some(engine) = engine {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(engine),
+            engine_gate,
+        ));
+    }
     if let Some(extra) = extra {
         router = extra.merge(router);
     }
     router
         .layer(from_fn_with_state(Arc::new(tokens), auth::require))
         .layer(from_fn_with_state(metrics, metrics::track))
+}
+
+/// Answers 501 for the `/v1` API when the records live in another engine (see [`ServerOptions::engine`]).
+async fn engine_gate(
+    axum::extract::State(engine): axum::extract::State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !request.uri().path().starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let body = serde_json::json!({
+        "error": "engine_unsupported",
+        "message": format!(
+            "this ferry runs on the {engine} engine; the /v1 API serves the embedded engine only so far \
+             (docs/engines.md): use the pipelines' own routes, or {engine}'s own clients"
+        ),
+        "field": null,
+    });
+    (axum::http::StatusCode::NOT_IMPLEMENTED, axum::Json(body)).into_response()
 }
 
 /// The API as a router over `broker`, for embedding in another server or testing with a tower client.
@@ -135,7 +166,7 @@ pub fn router(broker: Broker) -> Router {
 /// [`router`] with options: tokens and metrics.
 pub fn router_with(broker: Broker, options: ServerOptions) -> Router {
     let (state, _gone) = AppState::new(broker, options.metrics);
-    app(state, options.tokens, options.routes)
+    app(state, options.tokens, options.routes, options.engine)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then shuts down gracefully: stops accepting,
@@ -175,7 +206,7 @@ where
     let (state, mut gone) = AppState::new(broker.clone(), options.metrics);
     let token = state.shutdown().clone();
     let tasks = state.tasks().clone();
-    let app = app(state, options.tokens, options.routes);
+    let app = app(state, options.tokens, options.routes, options.engine);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -3,13 +3,17 @@
 //! Each record of `<P>.dlq` is published to the topic named in its `ferry-topic` header, with its
 //! original headers and a `ferry-replay-stage` header naming the stage that failed (only that stage
 //! processes it; other readers of the topic skip it), then acked in the queue group `ferry-dlq-replay`.
-//! A record that fails again is dead-lettered again.
+//! A record that fails again is dead-lettered again. It works on the engine of `--config FILE` when that
+//! names one (`[engine]` nats or rabbitmq), else on the ferry server at `--url`.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use ferry_client::ProduceRecord;
+use ferry_pipeline::bus::{GroupSettings, OutRecord, RemoteBus, SharedBus};
+use ferry_pipeline::event::headers;
 
 use crate::cli::remote::{self, ConnectArgs};
 
@@ -32,6 +36,9 @@ enum DlqCommand {
         /// Replay at most this many.
         #[arg(long, value_name = "N")]
         max: Option<u64>,
+        /// The configuration file: with `[engine]` nats or rabbitmq, replay on that engine directly.
+        #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -41,61 +48,72 @@ pub const REPLAY_GROUP: &str = "ferry-dlq-replay";
 /// Runs the subcommand.
 ///
 /// # Errors
-/// The server refusing or unreachable; a dead letter without a `ferry-topic` header.
+/// The server or engine refusing or unreachable; a dead letter without a `ferry-topic` header.
 pub fn run(args: DlqArgs) -> anyhow::Result<()> {
-    let DlqCommand::Replay { pipeline, max } = args.command;
+    let DlqCommand::Replay {
+        pipeline,
+        max,
+        config,
+    } = args.command;
+    let engine = match &config {
+        Some(path) => crate::config::Config::load(path)?.engine,
+        None => crate::config::EngineConfig::Embedded,
+    };
     remote::run(&args.conn, |client| async move {
-        let dlq = ferry_pipeline::runtime::dlq_topic(&pipeline);
-        let consumer = client.queue_consumer(REPLAY_GROUP, &dlq);
-        let mut replayed = 0u64;
-        loop {
-            let want = max.map_or(100, |m| m.saturating_sub(replayed).min(100)) as usize;
-            if want == 0 {
-                break;
-            }
-            let batch = consumer
-                .receive(want, Duration::from_millis(500), None)
-                .await
-                .with_context(|| format!("reading `{dlq}`"))?;
-            if batch.is_empty() {
-                break;
-            }
-            for d in &batch {
-                let header = |name: &str| {
-                    d.header(name)
-                        .and_then(|v| std::str::from_utf8(v).ok())
-                        .map(str::to_owned)
-                };
-                let topic = header(ferry_pipeline::event::headers::TOPIC).with_context(|| {
-                    format!(
-                        "`{dlq}` record {}/{} has no ferry-topic header",
-                        d.partition, d.offset
-                    )
-                })?;
-                let stage = header(ferry_pipeline::event::headers::STAGE).unwrap_or_default();
-                let mut record = ProduceRecord::json_bytes(d.value.clone())
-                    .or_else(|_| std::str::from_utf8(&d.value).map(ProduceRecord::text))
-                    .map_err(|_| anyhow::anyhow!("record {}/{}: not UTF-8", d.partition, d.offset))?;
-                if let Some(k) = d.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) {
-                    record = record.key(k);
-                }
-                for (k, v) in &d.headers {
-                    if ferry_pipeline::event::headers::is_runtime(k) {
-                        continue;
-                    }
-                    if let Ok(v) = std::str::from_utf8(v) {
-                        record = record.header(k.clone(), v);
-                    }
-                }
-                record = record.header(ferry_pipeline::event::headers::REPLAY_STAGE, stage);
-                client
-                    .publish(&topic, std::slice::from_ref(&record))
-                    .await
-                    .with_context(|| format!("publishing to `{topic}`"))?;
-                consumer.ack(std::slice::from_ref(d)).await?;
-                replayed += 1;
-            }
-        }
+        let bus: SharedBus = match crate::engine::connect(&engine).await? {
+            Some(engine) => engine,
+            None => Arc::new(RemoteBus(client)),
+        };
+        let replayed = replay(bus.as_ref(), &pipeline, max).await?;
         remote::print_json_line(&serde_json::json!({ "replayed": replayed }))
     })
+}
+
+/// Replays up to `max` dead letters of `pipeline` (all there are when `None`); returns how many.
+async fn replay(bus: &dyn ferry_pipeline::Bus, pipeline: &str, max: Option<u64>) -> anyhow::Result<u64> {
+    let dlq = ferry_pipeline::runtime::dlq_topic(pipeline);
+    bus.ensure_group(REPLAY_GROUP, &dlq, GroupSettings::default())
+        .await
+        .with_context(|| format!("reading `{dlq}`"))?;
+    let mut replayed = 0u64;
+    loop {
+        let want = max.map_or(100, |m| m.saturating_sub(replayed).min(100)) as usize;
+        if want == 0 {
+            return Ok(replayed);
+        }
+        let batch = bus
+            .receive(REPLAY_GROUP, &dlq, want, Duration::from_millis(500))
+            .await
+            .with_context(|| format!("reading `{dlq}`"))?;
+        if batch.is_empty() {
+            return Ok(replayed);
+        }
+        for d in &batch {
+            let header = |name: &str| d.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let topic = header(headers::TOPIC).with_context(|| {
+                format!(
+                    "`{dlq}` record {}/{} has no ferry-topic header",
+                    d.partition, d.offset
+                )
+            })?;
+            let stage = header(headers::STAGE).unwrap_or_default();
+            let mut out_headers: Vec<(String, String)> = d
+                .headers
+                .iter()
+                .filter(|(k, _)| !headers::is_runtime(k))
+                .cloned()
+                .collect();
+            out_headers.push((headers::REPLAY_STAGE.to_owned(), stage));
+            let record = OutRecord {
+                key: d.key.clone(),
+                headers: out_headers,
+                value: d.value.clone(),
+            };
+            bus.publish(&topic, vec![record])
+                .await
+                .with_context(|| format!("publishing to `{topic}`"))?;
+            bus.ack(REPLAY_GROUP, &dlq, &[d.id()]).await?;
+            replayed += 1;
+        }
+    }
 }

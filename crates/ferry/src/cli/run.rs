@@ -1,5 +1,6 @@
 //! `ferry run --config FILE --pipeline P --stage S --url URL`: one stage of a pipeline as its own
-//! process, against a ferry server. Processes running the same stage read its input as one queue group
+//! process, against a ferry server (or, with `[engine]` nats or rabbitmq in the file, against that
+//! engine directly; `--url` is then not used). Processes running the same stage read its input as one queue group
 //! and share the work; a process that dies leaves its records leased until their leases run out, then
 //! another takes them. An `http` source stage serves its route on `--listen`.
 
@@ -59,7 +60,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let bus: SharedBus = Arc::new(RemoteBus(client));
+        // With `[engine]` nats or rabbitmq the stage talks to the engine itself; else to a ferry server.
+        let bus: SharedBus = match crate::engine::connect(&config.engine).await? {
+            Some(engine) => engine,
+            None => Arc::new(RemoteBus(client)),
+        };
         let metrics = PipelineMetrics::new();
         let options = RuntimeOptions {
             data_dir: args.data_dir.clone(),
@@ -73,8 +78,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut line = serde_json::json!({
             "pipeline": args.pipeline,
             "stage": args.stage,
-            "url": args.conn.url,
+            "engine": config.engine.name(),
         });
+        if config.engine == crate::config::EngineConfig::Embedded {
+            line["url"] = args.conn.url.clone().into();
+        }
         let mut signals = Shutdown::listen();
         let is_source = config
             .pipelines

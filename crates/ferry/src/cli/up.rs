@@ -11,8 +11,8 @@ use clap::Args;
 use ferry_broker::{Broker, BrokerError, TopicConfig};
 use tokio::net::TcpListener;
 
+use ferry_pipeline::SharedBus;
 use ferry_pipeline::runtime::{PipelineMetrics, RuntimeOptions};
-use ferry_pipeline::{EmbeddedBus, SharedBus};
 use ferry_server::{ServerOptions, Tokens};
 
 use crate::cli::remote::Shutdown;
@@ -62,11 +62,32 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let broker = tokio::task::spawn_blocking(move || Broker::open_with(&dir, broker_options))
             .await?
             .with_context(|| format!("data directory `{}`", data_dir.display()))?;
-        ensure_topics(&broker, &config, args.config.as_deref()).await?;
-        ensure_subscriptions(&broker, &config).await?;
+        let bus: SharedBus = match crate::engine::connect(&config.engine).await? {
+            None => {
+                ensure_topics(&broker, &config, args.config.as_deref()).await?;
+                ensure_subscriptions(&broker, &config).await?;
+                Arc::new(broker.clone())
+            }
+            Some(engine) => {
+                let name = config.engine.name();
+                if let Some(s) = config.subscriptions.keys().next() {
+                    bail!(
+                        "subscriptions.{s}: subscriptions are not supported on the {name} engine yet \
+                         (docs/engines.md)"
+                    );
+                }
+                for topic in config.topics.keys() {
+                    engine
+                        .ensure_topic(topic)
+                        .await
+                        .with_context(|| format!("topics.{topic}: on the {name} engine"))?;
+                }
+                options.engine = Some(name.to_string());
+                engine
+            }
+        };
         let metrics = PipelineMetrics::new();
         options.metrics.add_registry(metrics.registry());
-        let bus: SharedBus = Arc::new(EmbeddedBus(broker.clone()));
         let runtime_options = RuntimeOptions {
             data_dir: data_dir.clone(),
             config_dir: config.dir.clone(),
@@ -85,6 +106,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let line = serde_json::json!({
             "listening": format!("http://{addr}"),
             "data_dir": data_dir.display().to_string(),
+            "engine": config.engine.name(),
             "pipelines": config.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
         });
         println!("{line}");

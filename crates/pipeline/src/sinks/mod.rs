@@ -3,7 +3,9 @@
 pub mod email;
 pub mod file;
 pub mod http;
+pub mod nats;
 pub mod object_store;
+pub mod rabbitmq;
 pub mod stdout;
 pub mod topic;
 
@@ -19,6 +21,8 @@ pub fn validate(config: &SinkConfig) -> Vec<(String, String)> {
         SinkConfig::Http(c) => http::validate(c),
         SinkConfig::Topic(c) => topic::validate(c),
         SinkConfig::Stdout(_) => Vec::new(),
+        SinkConfig::RabbitMq(c) => rabbitmq::validate(c),
+        SinkConfig::Nats(c) => nats::validate(c),
     }
 }
 
@@ -34,5 +38,7 @@ pub fn build(config: &SinkConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn 
         SinkConfig::Http(c) => Box::new(http::HttpSink::new(c, ctx)?),
         SinkConfig::Topic(c) => Box::new(topic::TopicSink::new(c, ctx)?),
         SinkConfig::Stdout(_) => Box::new(stdout::StdoutSink::default()),
+        SinkConfig::RabbitMq(c) => Box::new(rabbitmq::RabbitMqSink::new(c, ctx)?),
+        SinkConfig::Nats(c) => Box::new(nats::NatsSink::new(c, ctx)?),
     })
 }

@@ -479,7 +479,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::bus::EmbeddedBus;
     use crate::event::Origin;
 
     fn config(extra: &str) -> ObjectStoreSinkConfig {
@@ -493,7 +492,7 @@ mod tests {
             stage: "archive".into(),
             data_dir: data_dir.to_path_buf(),
             config_dir: std::path::PathBuf::from("."),
-            bus: Arc::new(EmbeddedBus(broker)),
+            bus: Arc::new(broker),
         }
     }
 

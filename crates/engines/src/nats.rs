@@ -1,0 +1,597 @@
+//! ferry on NATS JetStream: [`JetStream`] implements [`Engine`] with `async-nats`.
+//!
+//! # Mapping
+//!
+//! - **Topic** `T` → a stream named `ferry_` + `T` with `_` escaped as `_u` and `.` as `_d` (stream
+//!   names cannot contain `.`), file storage, 7 days' retention (the embedded default), and exactly one
+//!   subject, `ferry.t.T`, without wildcards: topics `a` and `a.b` never overlap. Any NATS client can
+//!   publish to a topic on that subject.
+//! - **Record**: partition always 0; offset = the stream sequence; timestamp = the time JetStream
+//!   stored it. The key travels in header `Ferry-Key`; record headers are NATS headers, values with
+//!   `\`, CR or LF escaped as `\\`, `\r`, `\n` (NATS header values are single lines).
+//! - **Publish**: every record is sent before any `PubAck` is awaited (up to 1024 in flight); `Ok`
+//!   means JetStream stored every one of them.
+//! - **Queue group** `G` on `T` → a durable pull consumer on `T`'s stream named `ferry_` + `G` (escaped
+//!   like streams): explicit acks, `ack_wait` = the visibility, `max_ack_pending` = max in flight,
+//!   `max_deliver` = 1000 (a guard: stages dead-letter records themselves), deliver all. A consumer that
+//!   exists keeps its settings.
+//! - **Receive** = a pull request (`no_wait` with `expires`: the server waits up to `wait` for the
+//!   first message and then returns what it has). This process remembers the ack subject of each
+//!   received message, so **ack, nack and extend only work for records this process received**;
+//!   other ids are refused. A receive cancelled while it waits may leave messages the server sent
+//!   meanwhile leased to nobody until their `ack_wait` runs out.
+//! - **Ack** = `+ACK` awaiting the server's confirmation; **nack** = `-NAK` with the delay, confirmed;
+//!   **extend** = `+WPI`, confirmed.
+//!
+//! # What JetStream cannot do (docs/engines.md)
+//!
+//! - One partition per topic; no partitioning by key.
+//! - `extend` restarts the lease for the group's own `ack_wait`: JetStream cannot set another length,
+//!   so the `visibility` argument is ignored.
+//! - A group's settings are fixed when it is created.
+//! - Header order is not kept across names (NATS headers are a map): headers come back sorted by name,
+//!   values of one name in order. Header names must be printable ASCII without `:`, and `Ferry-Key`
+//!   and `Nats-*` are reserved: such records are refused.
+//! - Topics whose name starts or ends with `.` or contains `..` (not a valid NATS subject), or whose
+//!   stream name would exceed 255 characters, are unsupported.
+//! - Records are limited by the server's `max_payload` (1 MiB by default).
+//! - A stored message is on disk but fsynced only every `sync_interval` (2 minutes by default) unless
+//!   the server is configured otherwise; the embedded log fsyncs before it acknowledges.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::{
+    CreateStreamErrorKind, GetStreamErrorKind, PublishError, PublishErrorKind,
+};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::stream::{ConsumerCreateStrictErrorKind, ConsumerErrorKind, StorageType};
+use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{Error as ApiError, ErrorCode};
+use async_nats::{Client, ConnectErrorKind, HeaderMap, HeaderName, HeaderValue, Subject};
+use bytes::Bytes;
+use ferry_broker::engine::{BoxFuture, Engine, EngineError, GroupSettings, InRecord, OutRecord};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+
+const ENGINE: &str = "nats";
+const KEY_HEADER: &str = "Ferry-Key";
+const GUARD_DELIVERIES: i64 = 1000;
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+const MIN_EXPIRES: Duration = Duration::from_millis(10);
+const PUBLISH_WINDOW: usize = 1024;
+const MAX_STREAM_NAME: usize = 255;
+
+/// The JetStream stream of `topic`: `ferry_` + the name with `_` → `_u` and `.` → `_d`.
+pub fn stream_name(topic: &str) -> String {
+    encode(topic)
+}
+
+/// The durable consumer name of queue group `group` (encoded like [`stream_name`]).
+pub fn consumer_name(group: &str) -> String {
+    encode(group)
+}
+
+/// The one subject of `topic`'s stream: `ferry.t.<topic>`.
+pub fn subject(topic: &str) -> String {
+    format!("ferry.t.{topic}")
+}
+
+fn encode(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 8);
+    out.push_str("ferry_");
+    for c in name.chars() {
+        match c {
+            '_' => out.push_str("_u"),
+            '.' => out.push_str("_d"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unavailable(message: impl fmt::Display) -> EngineError {
+    EngineError::Unavailable {
+        engine: ENGINE,
+        message: message.to_string(),
+    }
+}
+
+fn refused(message: impl fmt::Display) -> EngineError {
+    EngineError::Refused {
+        engine: ENGINE,
+        message: message.to_string(),
+    }
+}
+
+/// A failed JetStream request: refused when JetStream answered with a 4xx error; transient when it
+/// answered 5xx (not ready, busy) or did not answer (no connection, timeout, JetStream not running).
+fn failure(context: &str, answer: Option<&ApiError>, e: impl fmt::Display) -> EngineError {
+    match answer {
+        Some(j) if j.code() < 500 => refused(format!("{context}: {e}")),
+        _ => unavailable(format!("{context}: {e}")),
+    }
+}
+
+/// Checks a topic or group name as the embedded broker does; for a topic, also what NATS needs.
+fn checked(field: &'static str, name: &str) -> Result<String, EngineError> {
+    ferry_broker::validate_name(field, name)?;
+    let encoded = encode(name);
+    let subject_ok =
+        field != "topic" || !(name.starts_with('.') || name.ends_with('.') || name.contains(".."));
+    if !subject_ok || encoded.len() > MAX_STREAM_NAME {
+        return Err(EngineError::Unsupported {
+            engine: ENGINE,
+            what: format!(
+                "{field} name `{name}` (a name starting or ending with `.`, containing `..`, or whose \
+                 encoded name `{encoded}` is longer than {MAX_STREAM_NAME} characters)"
+            ),
+        });
+    }
+    Ok(encoded)
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('\r', "\\r")
+        .replace('\n', "\\n")
+}
+
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('r') => out.push('\r'),
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn headers_of(record: &OutRecord) -> Result<HeaderMap, EngineError> {
+    let mut map = HeaderMap::new();
+    let value = |v: &str| escape(v).parse::<HeaderValue>().map_err(refused);
+    if let Some(key) = &record.key {
+        map.insert(HeaderName::from_static(KEY_HEADER), value(key)?);
+    }
+    for (name, v) in &record.headers {
+        let lower = name.to_ascii_lowercase();
+        if lower == KEY_HEADER.to_ascii_lowercase() || lower.starts_with("nats-") {
+            return Err(refused(format!("header `{name}` is reserved on NATS")));
+        }
+        let header = HeaderName::try_from(name.as_str())
+            .map_err(|e| refused(format!("header name `{}`: {e}", name.escape_default())))?;
+        map.append(header, value(v)?);
+    }
+    Ok(map)
+}
+
+/// The record in a JetStream message, and the subject that acks it.
+fn into_record(m: jetstream::Message) -> Option<(InRecord, Subject)> {
+    let info = m.info().ok()?;
+    let (offset, delivered, published) = (info.stream_sequence, info.delivered, info.published);
+    let message = m.message;
+    let (mut key, mut headers) = (None, Vec::new());
+    for (name, values) in message.headers.iter().flat_map(HeaderMap::iter) {
+        let name = name.to_string();
+        if name == KEY_HEADER {
+            key = values.last().map(|v| unescape(v.as_str()));
+        } else if !name.to_ascii_lowercase().starts_with("nats-") {
+            headers.extend(values.iter().map(|v| (name.clone(), unescape(v.as_str()))));
+        }
+    }
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    let record = InRecord {
+        partition: 0,
+        offset,
+        timestamp_ms: i64::try_from(published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+        key,
+        headers,
+        value: message.payload,
+        deliveries: u32::try_from(delivered).unwrap_or(u32::MAX),
+    };
+    Some((record, message.reply?))
+}
+
+/// A record this process received and has not finished: the subject that acks it.
+#[derive(Debug)]
+struct Lease {
+    reply: Subject,
+    /// Set when an ack or nack of it was confirmed but another id of the same call failed: a retry of
+    /// the call skips it.
+    settled: Option<&'static str>,
+}
+
+type GroupKey = (String, String);
+
+struct Inner {
+    url: String,
+    client: Client,
+    js: jetstream::Context,
+    consumers: Mutex<HashMap<GroupKey, PullConsumer>>,
+    leases: Mutex<HashMap<GroupKey, HashMap<u64, Lease>>>,
+}
+
+/// ferry's engine on a NATS server with JetStream (see the module documentation for the mapping).
+/// Cloning shares the connection and the leases.
+#[derive(Clone)]
+pub struct JetStream(Arc<Inner>);
+
+impl fmt::Debug for JetStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JetStream")
+            .field("url", &self.0.url)
+            .field("state", &self.0.client.connection_state())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl JetStream {
+    /// Connects to `url` (`nats://host:port`, or several separated by commas); the client reconnects
+    /// by itself after that, and calls fail with [`EngineError::Unavailable`] meanwhile.
+    pub async fn connect(url: &str) -> Result<Self, EngineError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("ferry")
+            .event_callback(|event| async move { tracing::info!(%event, "nats connection event") })
+            .connect(url)
+            .await
+            .map_err(|e| match e.kind() {
+                ConnectErrorKind::ServerParse => refused(format!("connecting to {url}: {e}")),
+                _ => unavailable(format!("connecting to {url}: {e}")),
+            })?;
+        Ok(Self(Arc::new(Inner {
+            url: url.to_owned(),
+            js: jetstream::new(client.clone()),
+            client,
+            consumers: Mutex::default(),
+            leases: Mutex::default(),
+        })))
+    }
+
+    fn online(&self) -> Result<(), EngineError> {
+        match self.0.client.connection_state() {
+            State::Connected => Ok(()),
+            state => Err(unavailable(format!(
+                "not connected to {} ({state:?})",
+                self.0.url
+            ))),
+        }
+    }
+
+    async fn publish_error(&self, topic: &str, stream: &str, e: PublishError) -> EngineError {
+        let context = format!("publishing to topic `{topic}`");
+        match e.kind() {
+            // No stream listens on the subject, or JetStream is not (yet) running: ask which.
+            PublishErrorKind::StreamNotFound => match self.0.js.get_stream(stream).await {
+                Err(g)
+                    if matches!(g.kind(), GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    refused(format!("topic `{topic}` does not exist (no stream {stream})"))
+                }
+                _ => unavailable(format!("{context}: {e}")),
+            },
+            PublishErrorKind::MaxPayloadExceeded => refused(format!("{context}: {e}")),
+            _ => {
+                let answer = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<ApiError>());
+                failure(&context, answer, &e)
+            }
+        }
+    }
+
+    /// The consumer of `group` on `topic`, from the cache or the server.
+    async fn consumer(&self, group: &str, topic: &str) -> Result<PullConsumer, EngineError> {
+        let key = (group.to_owned(), topic.to_owned());
+        if let Some(c) = lock(&self.0.consumers).get(&key) {
+            return Ok(c.clone());
+        }
+        let (stream, durable) = (checked("topic", topic)?, checked("group", group)?);
+        self.online()?;
+        let context = format!("group `{group}` on topic `{topic}`");
+        let consumer: PullConsumer = self
+            .0
+            .js
+            .get_consumer_from_stream(&durable, &stream)
+            .await
+            .map_err(|e| match e.kind() {
+                ConsumerErrorKind::JetStream(j)
+                    if [ErrorCode::CONSUMER_NOT_FOUND, ErrorCode::STREAM_NOT_FOUND]
+                        .contains(&j.error_code()) =>
+                {
+                    refused(format!("{context} does not exist"))
+                }
+                ConsumerErrorKind::JetStream(j) => failure(&context, Some(&j), &e),
+                _ => failure(&context, None, &e),
+            })?;
+        lock(&self.0.consumers).insert(key, consumer.clone());
+        Ok(consumer)
+    }
+
+    /// Sends `kind` for each of `ids` and waits for the server to confirm. `settle` (ack, nack) ends the
+    /// leases once every one is confirmed; a retry after a partial failure skips those confirmed.
+    async fn confirm(
+        &self,
+        group: &str,
+        topic: &str,
+        ids: &[(u32, u64)],
+        kind: AckKind,
+        settle: Option<&'static str>,
+    ) -> Result<(), EngineError> {
+        let key = (group.to_owned(), topic.to_owned());
+        let todo: Vec<(u64, Subject)> = {
+            let leases = lock(&self.0.leases);
+            let mut todo = Vec::with_capacity(ids.len());
+            for &(partition, offset) in ids {
+                let lease = leases
+                    .get(&key)
+                    .and_then(|l| l.get(&offset))
+                    .filter(|_| partition == 0);
+                match lease {
+                    Some(l) if l.settled.is_some() && l.settled == settle => {}
+                    Some(l) if l.settled.is_none() => todo.push((offset, l.reply.clone())),
+                    _ => {
+                        return Err(refused(format!(
+                            "record {partition}/{offset} of group `{group}` on topic `{topic}` is not \
+                             leased by this process"
+                        )));
+                    }
+                }
+            }
+            todo
+        };
+        if !todo.is_empty() {
+            self.online()?;
+        }
+        let payload = Bytes::from(kind);
+        let results = join_all(todo.into_iter().map(|(offset, reply)| {
+            let payload = payload.clone();
+            async move { (offset, self.0.client.request(reply, payload).await) }
+        }))
+        .await;
+        let mut leases = lock(&self.0.leases);
+        let group_leases = leases.entry(key).or_default();
+        let mut failed = None;
+        for (offset, result) in results {
+            match result {
+                Ok(_) => {
+                    if let Some(lease) = group_leases.get_mut(&offset) {
+                        lease.settled = settle;
+                    }
+                }
+                Err(e) => failed = Some(unavailable(format!("{kind:?} of record 0/{offset}: {e}"))),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if settle.is_some() {
+            for (_, offset) in ids {
+                group_leases.remove(offset);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Engine for JetStream {
+    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let name = checked("topic", topic)?;
+            let config = stream::Config {
+                name: name.clone(),
+                subjects: vec![subject(topic)],
+                storage: StorageType::File,
+                max_age: RETENTION,
+                ..Default::default()
+            };
+            self.online()?;
+            let Err(e) = self.0.js.get_or_create_stream(config).await else {
+                return Ok(());
+            };
+            let context = format!("creating topic `{topic}`");
+            match e.kind() {
+                // Racing another creator, JetStream may say "name exists" or "subjects overlap".
+                CreateStreamErrorKind::JetStream(_) if self.0.js.get_stream(&name).await.is_ok() => Ok(()),
+                CreateStreamErrorKind::JetStream(j) => Err(failure(&context, Some(&j), &e)),
+                _ => Err(failure(&context, None, &e)),
+            }
+        })
+    }
+
+    fn ensure_group<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        settings: GroupSettings,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let stream = checked("topic", topic)?;
+            let durable = checked("group", group)?;
+            match self.consumer(group, topic).await {
+                Ok(_) => return Ok(()),
+                Err(EngineError::Refused { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let config = pull::Config {
+                durable_name: Some(durable),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: settings.visibility,
+                max_deliver: GUARD_DELIVERIES,
+                max_ack_pending: i64::from(settings.max_in_flight),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            };
+            let context = format!("creating group `{group}` on topic `{topic}`");
+            let e = match self.0.js.create_consumer_strict_on_stream(config, &stream).await {
+                Ok(c) => {
+                    lock(&self.0.consumers).insert((group.to_owned(), topic.to_owned()), c);
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            match e.kind() {
+                ConsumerCreateStrictErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Err(refused(format!("{context}: the topic does not exist")))
+                }
+                // Another process created it meanwhile (with other settings, or JetStream says so in
+                // another way while racing); it keeps its settings.
+                ConsumerCreateStrictErrorKind::AlreadyExists
+                | ConsumerCreateStrictErrorKind::JetStream(_)
+                    if self.consumer(group, topic).await.is_ok() =>
+                {
+                    Ok(())
+                }
+                ConsumerCreateStrictErrorKind::JetStream(j) => Err(failure(&context, Some(&j), &e)),
+                _ => Err(failure(&context, None, &e)),
+            }
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let stream = checked("topic", topic)?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            // Refuse a bad record before anything is sent.
+            let mut messages = Vec::with_capacity(records.len());
+            for r in records {
+                messages.push((headers_of(&r)?, r.value));
+            }
+            self.online()?;
+            let subject = Subject::from(subject(topic));
+            let mut messages = messages.into_iter().peekable();
+            while messages.peek().is_some() {
+                let mut acks = Vec::with_capacity(PUBLISH_WINDOW);
+                for (headers, value) in messages.by_ref().take(PUBLISH_WINDOW) {
+                    match self
+                        .0
+                        .js
+                        .publish_with_headers(subject.clone(), headers, value)
+                        .await
+                    {
+                        Ok(ack) => acks.push(ack),
+                        Err(e) => return Err(self.publish_error(topic, &stream, e).await),
+                    }
+                }
+                for result in join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+                    if let Err(e) = result {
+                        return Err(self.publish_error(topic, &stream, e).await);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn receive<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>> {
+        Box::pin(async move {
+            let consumer = self.consumer(group, topic).await?;
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            self.online()?;
+            // One pull request: the server waits up to `expires` for the first message, then returns
+            // what it has.
+            let mut request = consumer.fetch().max_messages(max);
+            if !wait.is_zero() {
+                request = request.expires(wait.max(MIN_EXPIRES));
+            }
+            let forget = || lock(&self.0.consumers).remove(&(group.to_owned(), topic.to_owned()));
+            let mut batch = request.messages().await.map_err(|e| {
+                forget();
+                unavailable(format!("pull request: {e}"))
+            })?;
+            let (mut records, mut leases) = (Vec::new(), Vec::new());
+            while let Some(message) = batch.next().await {
+                match message.map(into_record) {
+                    Ok(Some((record, reply))) => {
+                        leases.push((record.offset, reply));
+                        records.push(record);
+                    }
+                    Ok(None) => tracing::warn!("skipped a message without JetStream metadata"),
+                    // Keep what came before the error: those messages are leased to us.
+                    Err(e) if records.is_empty() => {
+                        forget(); // The consumer may be gone: look it up again next time.
+                        return Err(unavailable(format!("pull request: {e}")));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a pull request ended with an error");
+                        break;
+                    }
+                }
+            }
+            if records.is_empty() {
+                // A pull request lost with the connection ends empty: say why.
+                self.online()?;
+            }
+            let mut all = lock(&self.0.leases);
+            let group_leases = all.entry((group.to_owned(), topic.to_owned())).or_default();
+            for (offset, reply) in leases {
+                // A redelivery (its lease ran out) replaces the old entry.
+                group_leases.insert(offset, Lease { reply, settled: None });
+            }
+            Ok(records)
+        })
+    }
+
+    fn ack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.confirm(group, topic, ids, AckKind::Ack, Some("ack")))
+    }
+
+    fn nack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        let kind = AckKind::Nak((!delay.is_zero()).then_some(delay));
+        Box::pin(self.confirm(group, topic, ids, kind, Some("nack")))
+    }
+
+    /// Restarts the leases for the group's own `ack_wait` (`+WPI`): JetStream cannot set another
+    /// length, so `visibility` is ignored.
+    fn extend<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        _visibility: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.confirm(group, topic, ids, AckKind::Progress, None))
+    }
+}

@@ -1,0 +1,678 @@
+//! ferry on RabbitMQ (AMQP 0-9-1, with `lapin`): an [`Engine`] for RabbitMQ 3.10 or later.
+//!
+//! # Mapping
+//!
+//! - Topic `T` (`[A-Za-z0-9._-]{1,249}`) is a durable `fanout` exchange `ferry.T`; `ensure_topic`
+//!   declares it.
+//! - Queue group `G` on `T` is a durable quorum queue `ferry.T:G` (`x-queue-type = quorum`,
+//!   `x-delivery-limit = 1000` as a guard: stages dead-letter records themselves) bound to `ferry.T`;
+//!   `ensure_group` checks that the exchange exists, then declares and binds the queue. Both calls are
+//!   idempotent. Names longer than AMQP's 255 bytes are refused. [`GroupSettings`] are not used: there
+//!   is no lease length (below), and a process holds at most 1000 unacked records per group (prefetch).
+//! - `publish` sends every record of a call on a channel in confirm mode, then waits for every
+//!   confirm: `Ok` once RabbitMQ has acked them all (quorum queues confirm after a Raft commit). A
+//!   record is persistent, its headers are AMQP long-string headers, its key the header `ferry-key`,
+//!   `timestamp` is set (seconds), and `message_id` is its ferry id: the decimal text of
+//!   `(ms since the Unix epoch << 22) | 22 random bits`, increasing within a process.
+//! - `receive` starts one consumer per `(group, topic)` on first use (own channel, manual acks,
+//!   prefetch 1000; it lives as long as the engine), takes up to `max` of its deliveries and waits up
+//!   to `wait` for the first. An [`InRecord`] has partition 0, the ferry id as offset (the delivery
+//!   tag for a message without a numeric `message_id`), the publish time in ms (from the id, else the
+//!   `timestamp` property), and `x-delivery-count + 1` deliveries (quorum queues count redeliveries).
+//! - `ack`, `nack` and `extend` work on records this process holds, by id; an id it does not hold is
+//!   refused and nothing changes (like the embedded engine's `NotLeased`).
+//!
+//! # What RabbitMQ does differently
+//!
+//! - An exchange keeps nothing: records published to `T` before a group's queue exists are not kept
+//!   for that group, and a topic without groups drops them. No replay, no offsets to seek to, no
+//!   partitions (order is per queue, and redeliveries break it).
+//! - AMQP has no delayed requeue: a `nack` with a delay keeps the record held by this process and
+//!   requeues it from a timer (at once if the process dies first).
+//! - AMQP has no lease timeout: an unacked record stays with its consumer until acked or its channel
+//!   closes (RabbitMQ's `consumer_timeout`, 30 min by default, closes a channel that holds one
+//!   longer, prefetched records included). `extend` only checks that the records are held; a crashed
+//!   stage's records come back when its connection closes, not after `visibility`.
+//! - Acks are not confirmed in AMQP: one lost with its connection means the record comes again.
+//! - Headers are an AMQP table: they come back sorted by name, a repeated name keeps its last value,
+//!   and the name `ferry-key` is reserved.
+//!
+//! # Failures
+//!
+//! lapin does not reconnect, so this engine does: once the connection is lost, calls fail with
+//! [`EngineError::Unavailable`] (the pipeline retries them) and the next call reconnects, waiting
+//! 100 ms doubling to 5 s between failed attempts. Consumers are made again on the new connection;
+//! records held on the old one are void (RabbitMQ requeues them; acking one is refused). A publish to
+//! a topic that does not exist is refused: it first checks the exchange (a passive declare, once per
+//! topic and connection), as publishing to a missing one closes the channel, and the frames queued
+//! behind it can then make RabbitMQ close the whole connection (`CHANNEL_ERROR`).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ferry_broker::engine::{BoxFuture, Engine, EngineError, GroupSettings, InRecord, OutRecord};
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::uri::AMQPUri;
+use lapin::{Acker, BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind};
+use tokio::time::{Instant, timeout, timeout_at};
+
+const ENGINE: &str = "rabbitmq";
+const KEY_HEADER: &str = "ferry-key";
+const DELIVERY_COUNT: &str = "x-delivery-count";
+const PREFETCH: u16 = 1000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const IDLE_PUBLISHERS: usize = 16;
+
+/// A RabbitMQ node as a ferry engine. Clones share one connection.
+#[derive(Clone)]
+pub struct RabbitMq {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RabbitMq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = &self.inner.uri.authority;
+        write!(f, "RabbitMq({}:{})", a.host, a.port)
+    }
+}
+
+/// `(group, topic)`.
+type Key = (String, String);
+/// Held records of a group by offset, with the serial of the consumer each came from.
+type Held = HashMap<u64, (Acker, u64)>;
+
+struct Inner {
+    uri: AMQPUri,
+    link: tokio::sync::Mutex<LinkState>,
+    consumers: tokio::sync::Mutex<HashMap<Key, Arc<Consuming>>>,
+    leases: Mutex<HashMap<Key, Held>>,
+    /// Idle publishing channels (in confirm mode), with the serial of their connection.
+    publishers: Mutex<Vec<(u64, Channel)>>,
+    serials: AtomicU64,
+}
+
+#[derive(Default)]
+struct LinkState {
+    current: Option<Arc<Link>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+struct Link {
+    conn: Connection,
+    serial: u64,
+    /// Topics whose exchange is known to exist (publishing to a missing one would close the channel).
+    topics: Mutex<HashSet<String>>,
+}
+
+struct Consuming {
+    serial: u64,
+    link: u64,
+    channel: Channel,
+    stream: tokio::sync::Mutex<Consumer>,
+}
+
+fn key(group: &str, topic: &str) -> Key {
+    (group.to_owned(), topic.to_owned())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unavailable(message: impl Into<String>) -> EngineError {
+    let message = message.into();
+    EngineError::Unavailable {
+        engine: ENGINE,
+        message,
+    }
+}
+
+fn refused(message: impl Into<String>) -> EngineError {
+    let message = message.into();
+    EngineError::Refused {
+        engine: ENGINE,
+        message,
+    }
+}
+
+fn lost(e: lapin::Error) -> EngineError {
+    unavailable(e.to_string())
+}
+
+/// A lapin error as an engine error: a channel-level refusal is final (a 404 says `not_found`), the
+/// rest (a lost connection, a queue whose node is down) transient.
+fn classify(e: &lapin::Error, not_found: impl FnOnce() -> String) -> EngineError {
+    if let ErrorKind::ProtocolError(p) = e.kind()
+        && let AMQPErrorKind::Soft(soft) = p.kind()
+        && !p.get_message().as_str().contains("down or inaccessible")
+    {
+        return refused(if *soft == AMQPSoftError::NOTFOUND {
+            not_found()
+        } else {
+            e.to_string()
+        });
+    }
+    lost(e.clone())
+}
+
+fn no_topic(topic: &str) -> impl FnOnce() -> String + '_ {
+    move || format!("topic `{topic}` does not exist (no exchange `ferry.{topic}`)")
+}
+
+/// `ferry.T` for a topic, `ferry.T:G` for a group on it (`:` is not in names, so no two pairs share a queue).
+fn amqp_name(topic: &str, group: Option<&str>) -> Result<ShortString, EngineError> {
+    let valid = |field, name| ferry_broker::validate_name(field, name).map_err(|e| refused(e.to_string()));
+    valid("topic", topic)?;
+    let name = match group {
+        Some(group) => valid("group", group).map(|()| format!("ferry.{topic}:{group}"))?,
+        None => format!("ferry.{topic}"),
+    };
+    ShortString::try_new(name).map_err(|e| refused(format!("name too long for AMQP: {e}")))
+}
+
+static LAST_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A new ferry id: `(ms since the Unix epoch << 22) | 22 random bits`, increasing within the process.
+fn next_id(now_ms: u64) -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms);
+    let candidate = (now_ms << 22) | (h.finish() & ((1 << 22) - 1));
+    let mut last = LAST_ID.load(Ordering::Relaxed);
+    loop {
+        let id = candidate.max(last.saturating_add(1));
+        match LAST_ID.compare_exchange_weak(last, id, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return id,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+fn text(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn integer(v: &AMQPValue) -> Option<u64> {
+    match *v {
+        AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongUInt(n) => Some(n.into()),
+        AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::ShortUInt(n) => Some(n.into()),
+        _ => None,
+    }
+}
+
+/// A record's AMQP properties, made before anything is sent.
+fn properties(record: &OutRecord) -> Result<BasicProperties, EngineError> {
+    let mut headers = FieldTable::default();
+    for (name, value) in record.headers.iter().filter(|(name, _)| name != KEY_HEADER) {
+        let name = ShortString::try_new(name.as_str()).map_err(|e| refused(format!("header name: {e}")))?;
+        headers.insert(name, AMQPValue::LongString(value.as_str().into()));
+    }
+    if let Some(key) = &record.key {
+        headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.as_str().into()));
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX >> 22);
+    Ok(BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_timestamp(now_ms / 1000)
+        .with_message_id(next_id(now_ms).to_string().into())
+        .with_headers(headers))
+}
+
+/// A delivery as a record, and its acker.
+fn to_record(d: Delivery) -> (InRecord, Acker) {
+    let props = &d.properties;
+    let id = props
+        .message_id()
+        .as_ref()
+        .and_then(|m| m.as_str().parse::<u64>().ok());
+    let ms = match (id, *props.timestamp()) {
+        (Some(id), Some(s)) if (id >> 22) / 1000 == s => id >> 22,
+        (_, Some(s)) => s.saturating_mul(1000),
+        _ => 0,
+    };
+    let (mut key, mut headers, mut count) = (None, Vec::new(), None);
+    for (name, value) in props.headers().iter().flatten() {
+        match name.as_str() {
+            DELIVERY_COUNT => count = integer(value),
+            KEY_HEADER => key = text(value),
+            other => headers.extend(text(value).map(|v| (other.to_owned(), v))),
+        }
+    }
+    let deliveries = match count {
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX).saturating_add(1),
+        None => 1 + u32::from(d.redelivered),
+    };
+    let record = InRecord {
+        partition: 0,
+        offset: id.unwrap_or(d.delivery_tag),
+        timestamp_ms: i64::try_from(ms).unwrap_or(i64::MAX),
+        key,
+        headers,
+        value: Bytes::from(d.data),
+        deliveries,
+    };
+    (record, d.acker)
+}
+
+/// Acks (or with `requeue`, requeues) records, all of them even after a failure.
+async fn settle(ackers: Vec<Acker>, requeue: bool) -> Result<(), EngineError> {
+    let mut result = Ok(());
+    for acker in ackers {
+        let done = if requeue {
+            acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue,
+                })
+                .await
+        } else {
+            acker.ack(BasicAckOptions::default()).await
+        };
+        match done {
+            Ok(true) => {}
+            // Poisoned: the channel is gone and RabbitMQ has requeued the record.
+            Ok(false) => result = result.and(Err(refused("a lease was lost with its channel"))),
+            Err(e) => result = result.and(Err(lost(e))),
+        }
+    }
+    result
+}
+
+impl RabbitMq {
+    /// Connects to `url` (`amqp://user:password@host:port/vhost`); reconnects with backoff by itself
+    /// after the connection is lost.
+    pub async fn connect(url: &str) -> Result<Self, EngineError> {
+        let uri: AMQPUri = url.parse().map_err(|e| refused(format!("bad AMQP URL: {e}")))?;
+        let engine = Self {
+            inner: Arc::new(Inner {
+                uri,
+                link: tokio::sync::Mutex::default(),
+                consumers: tokio::sync::Mutex::default(),
+                leases: Mutex::default(),
+                publishers: Mutex::default(),
+                serials: AtomicU64::new(1),
+            }),
+        };
+        engine.link().await?;
+        Ok(engine)
+    }
+
+    fn serial(&self) -> u64 {
+        self.inner.serials.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The connection; connects again (at most once per backoff period) when it is lost.
+    async fn link(&self) -> Result<Arc<Link>, EngineError> {
+        let mut state = self.inner.link.lock().await;
+        if let Some(link) = &state.current {
+            if link.conn.status().connected() {
+                return Ok(link.clone());
+            }
+            tracing::warn!("rabbitmq connection lost; reconnecting");
+            state.current = None;
+            lock(&self.inner.leases).clear();
+            lock(&self.inner.publishers).clear();
+        }
+        let now = Instant::now();
+        if let Some(at) = state.retry_at.filter(|at| *at > now) {
+            return Err(unavailable(format!(
+                "reconnecting, next attempt in {:?}",
+                at - now
+            )));
+        }
+        let props = ConnectionProperties::default().with_connection_name("ferry".into());
+        let error = match timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect_uri(self.inner.uri.clone(), props),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                let (serial, topics) = (self.serial(), Mutex::default());
+                let link = Arc::new(Link { conn, serial, topics });
+                (state.current, state.failures, state.retry_at) = (Some(link.clone()), 0, None);
+                return Ok(link);
+            }
+            Ok(Err(e)) => format!("cannot connect: {e}"),
+            Err(_) => format!("cannot connect: no answer in {CONNECT_TIMEOUT:?}"),
+        };
+        state.failures = state.failures.saturating_add(1);
+        let backoff = Duration::from_millis(100) * 2u32.pow(state.failures.min(7) - 1);
+        state.retry_at = Some(now + backoff.min(MAX_BACKOFF));
+        Err(unavailable(error))
+    }
+
+    /// A fresh channel for declarations (a refusal closes it, so it is never reused).
+    async fn admin(&self) -> Result<Channel, EngineError> {
+        self.link().await?.conn.create_channel().await.map_err(lost)
+    }
+
+    /// Declares the exchange of `topic`, or with `passive` checks that it exists (unless known to).
+    async fn exchange(&self, topic: &str, passive: bool) -> Result<(), EngineError> {
+        let exchange = amqp_name(topic, None)?;
+        let link = self.link().await?;
+        if passive && lock(&link.topics).contains(topic) {
+            return Ok(());
+        }
+        let channel = link.conn.create_channel().await.map_err(lost)?;
+        let options = ExchangeDeclareOptions {
+            passive,
+            durable: true,
+            ..Default::default()
+        };
+        let (kind, arguments) = (lapin::ExchangeKind::Fanout, FieldTable::default());
+        let declared = channel.exchange_declare(exchange, kind, options, arguments).await;
+        declared.map_err(|e| classify(&e, no_topic(topic)))?;
+        lock(&link.topics).insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// The consumer of `(group, topic)`, made (again) if missing or its channel or connection is gone.
+    async fn consumer(&self, group: &str, topic: &str) -> Result<Arc<Consuming>, EngineError> {
+        let queue = amqp_name(topic, Some(group))?;
+        let link = self.link().await?;
+        let mut consumers = self.inner.consumers.lock().await;
+        if let Some(c) = consumers.remove(&key(group, topic)) {
+            if c.link == link.serial && c.channel.status().connected() {
+                consumers.insert(key(group, topic), c.clone());
+                return Ok(c);
+            }
+            if let Some(held) = lock(&self.inner.leases).get_mut(&key(group, topic)) {
+                held.retain(|_, (_, consumer)| *consumer != c.serial);
+            }
+        }
+        let channel = link.conn.create_channel().await.map_err(lost)?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(lost)?;
+        let (options, arguments) = (BasicConsumeOptions::default(), FieldTable::default());
+        let stream = channel
+            .basic_consume(queue, "".into(), options, arguments)
+            .await
+            .map_err(|e| {
+                classify(&e, || {
+                    format!("queue group `{group}` on topic `{topic}` does not exist")
+                })
+            })?;
+        let stream = tokio::sync::Mutex::new(stream);
+        let c = Arc::new(Consuming {
+            serial: self.serial(),
+            link: link.serial,
+            channel,
+            stream,
+        });
+        consumers.insert(key(group, topic), c.clone());
+        Ok(c)
+    }
+
+    /// Checks that every id is held by this process (nothing changes otherwise); with `take`, forgets
+    /// them and returns their ackers.
+    fn held(
+        &self,
+        group: &str,
+        topic: &str,
+        ids: &[(u32, u64)],
+        take: bool,
+    ) -> Result<Vec<Acker>, EngineError> {
+        let mut leases = lock(&self.inner.leases);
+        let mut held = leases.get_mut(&key(group, topic));
+        for &(partition, offset) in ids {
+            let lease = held
+                .as_ref()
+                .and_then(|h| h.get(&offset))
+                .filter(|_| partition == 0);
+            if lease.is_none_or(|(acker, _)| acker.poisoned()) {
+                let id = format!("{partition}/{offset}");
+                return Err(refused(format!(
+                    "record {id} of group {group} is not leased by this process"
+                )));
+            }
+        }
+        match held.as_mut().filter(|_| take) {
+            Some(held) => Ok(ids
+                .iter()
+                .filter_map(|(_, o)| held.remove(o))
+                .map(|(a, _)| a)
+                .collect()),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Engine for RabbitMq {
+    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.exchange(topic, false))
+    }
+
+    fn ensure_group<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        _settings: GroupSettings,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let (exchange, queue) = (amqp_name(topic, None)?, amqp_name(topic, Some(group))?);
+            self.exchange(topic, true).await?;
+            let channel = self.admin().await?;
+            let mut arguments = FieldTable::default();
+            arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(1000));
+            let options = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            let declared = channel.queue_declare(queue.clone(), options, arguments).await;
+            declared.map_err(|e| classify(&e, no_topic(topic)))?;
+            let bound = channel
+                .queue_bind(
+                    queue,
+                    exchange,
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await;
+            bound.map_err(|e| classify(&e, no_topic(topic)))
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let exchange = amqp_name(topic, None)?;
+            let props = records.iter().map(properties).collect::<Result<Vec<_>, _>>()?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            // A publish to a missing exchange closes its channel, and with it perhaps the connection
+            // (frames already queued behind it reach RabbitMQ after the channel is gone): check first.
+            self.exchange(topic, true).await?;
+            let link = self.link().await?;
+            let idle = {
+                let mut pool = lock(&self.inner.publishers);
+                pool.retain(|(serial, c)| *serial == link.serial && c.status().connected());
+                pool.pop()
+            };
+            let channel = match idle {
+                Some((_, channel)) => channel,
+                None => {
+                    let channel = link.conn.create_channel().await.map_err(lost)?;
+                    channel
+                        .confirm_select(ConfirmSelectOptions::default())
+                        .await
+                        .map_err(lost)?;
+                    channel
+                }
+            };
+            let (mut confirms, mut errors) = (Vec::with_capacity(records.len()), Vec::new());
+            for (record, props) in records.iter().zip(props) {
+                let options = BasicPublishOptions::default();
+                let sent = channel.basic_publish(exchange.clone(), "".into(), options, &record.value, props);
+                match sent.await {
+                    Ok(confirm) => confirms.push(confirm),
+                    Err(e) => {
+                        errors.push(e);
+                        break;
+                    }
+                }
+            }
+            let all = futures_util::future::join_all(confirms);
+            let Ok(confirmed) = timeout(CONFIRM_TIMEOUT, all).await else {
+                return Err(unavailable(format!(
+                    "no publisher confirms in {CONFIRM_TIMEOUT:?}"
+                )));
+            };
+            let nacked = confirmed
+                .iter()
+                .filter(|c| c.as_ref().is_ok_and(|c| c.is_nack()))
+                .count();
+            errors.extend(confirmed.into_iter().filter_map(Result::err));
+            // A channel-level refusal (a 404 closes the channel) explains the errors that follow it.
+            if let Some(e) = errors.iter().find(|e| e.is_amqp_error()).or(errors.first()) {
+                lock(&link.topics).remove(topic);
+                return Err(classify(e, no_topic(topic)));
+            }
+            let mut pool = lock(&self.inner.publishers);
+            if pool.len() < IDLE_PUBLISHERS {
+                pool.push((link.serial, channel));
+            }
+            match nacked {
+                0 => Ok(()),
+                n => Err(refused(format!(
+                    "RabbitMQ nacked {n} of {} records",
+                    records.len()
+                ))),
+            }
+        })
+    }
+
+    fn receive<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>> {
+        Box::pin(async move {
+            let deadline = Instant::now() + wait;
+            let consuming = self.consumer(group, topic).await?;
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            let Ok(mut stream) = timeout_at(deadline, consuming.stream.lock()).await else {
+                return Ok(Vec::new());
+            };
+            let mut deliveries = Vec::new();
+            let Ok(mut next) = timeout_at(deadline, stream.next()).await else {
+                return Ok(Vec::new());
+            };
+            loop {
+                match next {
+                    Some(Ok(d)) if d.acker.usable() => deliveries.push(d),
+                    Some(Ok(_)) => {}
+                    end => {
+                        // The consumer failed or was cancelled: the next receive makes a new one.
+                        drop(stream);
+                        let mut consumers = self.inner.consumers.lock().await;
+                        if consumers
+                            .get(&key(group, topic))
+                            .is_some_and(|c| c.serial == consuming.serial)
+                        {
+                            consumers.remove(&key(group, topic));
+                        }
+                        let why = end
+                            .and_then(Result::err)
+                            .map_or("cancelled".into(), |e| e.to_string());
+                        return Err(unavailable(format!("consumer of {group} on {topic}: {why}")));
+                    }
+                }
+                if deliveries.len() >= max {
+                    break;
+                }
+                let Some(more) = stream.next().now_or_never() else {
+                    break;
+                };
+                next = more;
+            }
+            drop(stream);
+            let mut leases = lock(&self.inner.leases);
+            let held = leases.entry(key(group, topic)).or_default();
+            let mut out = Vec::with_capacity(deliveries.len());
+            for (record, acker) in deliveries.into_iter().map(to_record) {
+                if held.get(&record.offset).is_some_and(|(a, _)| !a.poisoned()) {
+                    // The same id twice (a producer's duplicate): it comes again once the first is done.
+                    tokio::spawn(settle(vec![acker], true));
+                    continue;
+                }
+                held.insert(record.offset, (acker, consuming.serial));
+                out.push(record);
+            }
+            Ok(out)
+        })
+    }
+
+    fn ack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { settle(self.held(group, topic, ids, true)?, false).await })
+    }
+
+    fn nack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let ackers = self.held(group, topic, ids, true)?;
+            if delay.is_zero() {
+                return settle(ackers, true).await;
+            }
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                // If the channel is gone meanwhile, RabbitMQ has requeued the records already.
+                let _ = settle(ackers, true).await;
+            });
+            Ok(())
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        _visibility: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { self.held(group, topic, ids, false).map(drop) })
+    }
+}

@@ -1,0 +1,391 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The JetStream engine against a private `nats-server -js`.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_broker::engine::{Engine, EngineError, GroupSettings, InRecord, OutRecord};
+use ferry_engines::nats::{JetStream, consumer_name, stream_name, subject};
+use ferry_engines::servers::{NatsServer, require};
+
+const SETTINGS: GroupSettings = GroupSettings {
+    visibility: Duration::from_secs(30),
+    max_in_flight: 100_000,
+};
+
+fn record(i: usize) -> OutRecord {
+    OutRecord {
+        key: Some(format!("key-{i}")),
+        headers: vec![
+            ("trace".into(), format!("t{i}")),
+            ("ferry-error".into(), "line one\nline two \\ end\r".into()),
+            ("a-multi".into(), "first".into()),
+            ("a-multi".into(), "second".into()),
+        ],
+        value: Bytes::from(format!("{{\"n\":{i}}}")),
+    }
+}
+
+async fn engine(nats: &NatsServer) -> JetStream {
+    JetStream::connect(&nats.url()).await.unwrap()
+}
+
+/// Retries `call` while it fails with a transient error (the client reconnecting), for up to 30 s.
+async fn retry<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, EngineError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut backoff = Duration::from_millis(20);
+    let mut failures = 0;
+    loop {
+        match call().await {
+            Ok(v) => {
+                eprintln!("{what}: ok after {failures} transient failures");
+                return v;
+            }
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                failures += 1;
+                eprintln!("{what}: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// Receives until `n` records came (each receive waits up to 1 s; 20 s in all).
+async fn receive_n(js: &JetStream, group: &str, topic: &str, n: usize) -> Vec<InRecord> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records came",
+            got.len()
+        );
+        got.extend(
+            js.receive(group, topic, n - got.len(), Duration::from_secs(1))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(got.len(), n);
+    got
+}
+
+fn ids(records: &[InRecord]) -> Vec<(u32, u64)> {
+    records.iter().map(InRecord::id).collect()
+}
+
+#[test]
+fn names_are_encoded() {
+    assert_eq!(stream_name("orders.v1_x-y"), "ferry_orders_dv1_ux-y");
+    assert_eq!(stream_name("a_d"), "ferry_a_ud");
+    assert_ne!(stream_name("a_d"), stream_name("a.d"));
+    assert_eq!(consumer_name("g.1"), "ferry_g_d1");
+    assert_eq!(subject("a.b"), "ferry.t.a.b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_receive_ack() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let js = engine(&nats).await;
+    let topic = "orders.v1_x";
+    for _ in 0..2 {
+        js.ensure_topic(topic).await.unwrap();
+        js.ensure_group("g", topic, SETTINGS).await.unwrap();
+    }
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    js.publish(topic, (0..10).map(record).collect()).await.unwrap();
+
+    let mut got = receive_n(&js, "g", topic, 10).await;
+    got.sort_by_key(|r| r.offset);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.partition, 0);
+        assert_eq!(r.offset, i as u64 + 1);
+        assert_eq!(r.value, record(i).value);
+        assert_eq!(r.key.as_deref(), Some(format!("key-{i}").as_str()));
+        let mut want = record(i).headers;
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(r.headers, want);
+        assert_eq!(r.deliveries, 1);
+        assert!(
+            (r.timestamp_ms - before).abs() < 60_000,
+            "timestamp {}",
+            r.timestamp_ms
+        );
+    }
+    js.ack("g", topic, &ids(&got)).await.unwrap();
+    let more = js
+        .receive("g", topic, 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(more.is_empty(), "{more:?}");
+
+    // Finished records and records never received are not leased.
+    for id in [got[0].id(), (0, 999)] {
+        match js.ack("g", topic, &[id]).await {
+            Err(EngineError::Refused { message, .. }) => {
+                assert!(message.contains("not leased"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        js.extend("g", topic, &[(0, 999)], Duration::from_secs(5)).await,
+        Err(EngineError::Refused { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nack_redelivers_and_extend_keeps_the_lease() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let js = engine(&nats).await;
+    js.ensure_topic("t").await.unwrap();
+    let short = GroupSettings {
+        visibility: Duration::from_secs(2),
+        ..SETTINGS
+    };
+    js.ensure_group("g", "t", short).await.unwrap();
+    js.publish("t", vec![record(0)]).await.unwrap();
+
+    let first = receive_n(&js, "g", "t", 1).await;
+    js.nack("g", "t", &ids(&first), Duration::ZERO).await.unwrap();
+    let second = receive_n(&js, "g", "t", 1).await;
+    assert_eq!(second[0].offset, first[0].offset);
+    assert_eq!(second[0].deliveries, 2);
+
+    // A delayed nack: not before the delay.
+    js.nack("g", "t", &ids(&second), Duration::from_millis(800))
+        .await
+        .unwrap();
+    let none = js.receive("g", "t", 1, Duration::from_millis(100)).await.unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let third = receive_n(&js, "g", "t", 1).await;
+    assert_eq!(third[0].deliveries, 3);
+
+    // Extending before the 2 s lease runs out keeps it past 2 s.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    js.extend("g", "t", &ids(&third), Duration::from_secs(2))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let none = js.receive("g", "t", 1, Duration::ZERO).await.unwrap();
+    assert!(none.is_empty(), "redelivered despite the extend: {none:?}");
+
+    // Without further extends the lease runs out; the redelivery replaces the lease.
+    let fourth = receive_n(&js, "g", "t", 1).await;
+    assert_eq!(fourth[0].deliveries, 4);
+    js.ack("g", "t", &ids(&fourth)).await.unwrap();
+    assert!(
+        js.receive("g", "t", 1, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_each_get_every_record_and_topics_do_not_overlap() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let (js, other) = (engine(&nats).await, engine(&nats).await);
+    // Two processes creating the same topics and groups at once all succeed.
+    for topic in ["a", "r1", "r2", "r3", "r4"] {
+        let (a, b) = tokio::join!(js.ensure_topic(topic), other.ensure_topic(topic));
+        a.unwrap();
+        b.unwrap();
+        let (a, b) = tokio::join!(
+            js.ensure_group("one", topic, SETTINGS),
+            other.ensure_group("one", topic, GroupSettings::default())
+        );
+        a.unwrap();
+        b.unwrap();
+    }
+    js.ensure_group("two", "a", SETTINGS).await.unwrap();
+    js.ensure_topic("a.b").await.unwrap();
+    js.ensure_group("one", "a.b", SETTINGS).await.unwrap();
+
+    // More than one publish window in one call.
+    js.publish("a", (0..3000).map(record).collect()).await.unwrap();
+    js.publish("a.b", vec![record(7)]).await.unwrap();
+    for group in ["one", "two"] {
+        let got = receive_n(&js, group, "a", 3000).await;
+        let mut offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+        offsets.sort_unstable();
+        assert_eq!(offsets, (1..=3000).collect::<Vec<u64>>());
+        js.ack(group, "a", &ids(&got)).await.unwrap();
+    }
+    let ab = receive_n(&js, "one", "a.b", 1).await;
+    assert_eq!((ab[0].offset, &ab[0].value), (1, &record(7).value));
+    assert!(
+        js.receive("one", "a.b", 10, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_in_flight_caps_leases() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let js = engine(&nats).await;
+    js.ensure_topic("t").await.unwrap();
+    let settings = GroupSettings {
+        max_in_flight: 2,
+        ..SETTINGS
+    };
+    js.ensure_group("g", "t", settings).await.unwrap();
+    // An existing group keeps its settings.
+    js.ensure_group("g", "t", SETTINGS).await.unwrap();
+    JetStream::connect(&nats.url())
+        .await
+        .unwrap()
+        .ensure_group("g", "t", SETTINGS)
+        .await
+        .unwrap();
+    js.publish("t", (0..5).map(record).collect()).await.unwrap();
+    let first = js.receive("g", "t", 10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let started = Instant::now();
+    let none = js
+        .receive("g", "t", 10, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    js.ack("g", "t", &ids(&first)).await.unwrap();
+    let next = js.receive("g", "t", 10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(next.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let js = engine(&nats).await;
+    match js.publish("missing", vec![record(0)]).await {
+        Err(EngineError::Refused { message, .. }) => assert!(message.contains("`missing`"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        js.ensure_group("g", "missing", SETTINGS).await,
+        Err(EngineError::Refused { .. })
+    ));
+    js.ensure_topic("t").await.unwrap();
+    match js.receive("nope", "t", 1, Duration::ZERO).await {
+        Err(EngineError::Refused { message, .. }) => assert!(message.contains("`nope`"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let mut reserved = record(0);
+    reserved.headers.push(("Nats-Msg-Id".into(), "x".into()));
+    assert!(matches!(
+        js.publish("t", vec![reserved]).await,
+        Err(EngineError::Refused { .. })
+    ));
+    let mut bad = record(0);
+    bad.headers.push(("with space".into(), "x".into()));
+    assert!(matches!(
+        js.publish("t", vec![bad]).await,
+        Err(EngineError::Refused { .. })
+    ));
+    assert!(matches!(
+        js.ensure_topic("a..b").await,
+        Err(EngineError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        js.ensure_topic(".a").await,
+        Err(EngineError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        js.ensure_topic("a b").await,
+        Err(EngineError::Broker(_))
+    ));
+    // The longest name that fits a stream name: 249 characters, none escaped.
+    js.ensure_topic(&"x".repeat(249)).await.unwrap();
+    assert!(matches!(
+        js.ensure_topic(&"x_".repeat(100)).await,
+        Err(EngineError::Unsupported { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn survives_a_server_restart() {
+    let Some(mut nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let js = engine(&nats).await;
+    js.ensure_topic("t").await.unwrap();
+    js.ensure_group("g", "t", SETTINGS).await.unwrap();
+    js.publish("t", (0..5).map(record).collect()).await.unwrap();
+    let mut before = receive_n(&js, "g", "t", 5).await;
+    before.sort_by_key(|r| r.offset);
+    let held = before.split_off(3);
+    js.ack("g", "t", &ids(&before)).await.unwrap();
+
+    let held = ids(&held);
+
+    // While the server is down every call fails as transient, promptly.
+    nats.stop();
+    let started = Instant::now();
+    let down = [
+        js.publish("t", vec![record(99)]).await.err(),
+        js.receive("g", "t", 10, Duration::from_millis(200)).await.err(),
+        js.ack("g", "t", &held).await.err(),
+        js.ensure_topic("u").await.err(),
+    ];
+    for e in down {
+        eprintln!("while down: {e:?}");
+        assert!(e.as_ref().is_some_and(EngineError::is_transient), "{e:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    nats.restart().unwrap();
+    // While the client reconnects, calls fail as transient; then they work again.
+    retry("publish", || js.publish("t", (5..8).map(record).collect())).await;
+    // Leases taken before the restart can still be acked.
+    retry("ack", || js.ack("g", "t", &held)).await;
+    let mut after = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while after.len() < 3 && Instant::now() < deadline {
+        after.extend(retry("receive", || js.receive("g", "t", 10, Duration::from_secs(1))).await);
+    }
+    let mut offsets: Vec<u64> = after.iter().map(|r| r.offset).collect();
+    offsets.sort_unstable();
+    assert_eq!(
+        offsets,
+        vec![6, 7, 8],
+        "records acked before the restart came again"
+    );
+    js.ack("g", "t", &ids(&after)).await.unwrap();
+
+    // Everything published before the restart is still stored.
+    js.ensure_group("late", "t", SETTINGS).await.unwrap();
+    let all = receive_n(&js, "late", "t", 8).await;
+    let mut offsets: Vec<u64> = all.iter().map(|r| r.offset).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (1..=8).collect::<Vec<u64>>());
+}

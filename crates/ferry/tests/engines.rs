@@ -1,0 +1,208 @@
+//! `examples/scream.toml` unchanged on NATS JetStream and on RabbitMQ (`[engine]`): the real binary, a
+//! private engine server and a real SMTP server on loopback. The engine is restarted while records are
+//! held in the pipeline (the SMTP server is down), and every accepted message still arrives.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Smtp, Up, example, http, mail_body, post, up, wait_for};
+use ferry_engines::servers::{NatsServer, RabbitServer, require};
+
+/// scream.toml with `[engine]` added.
+fn up_scream_on(dir: &std::path::Path, smtp: &Smtp, engine: &str) -> Up {
+    let text = std::fs::read_to_string(example("scream.toml")).unwrap();
+    let config = dir.join("scream-engine.toml");
+    std::fs::write(&config, format!("[engine]\n{engine}\n\n{text}")).unwrap();
+    let port = smtp.port.to_string();
+    up(
+        dir,
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_PORT", port.as_str()),
+            ("SMTP_TLS", "none"),
+            ("SMTP_FROM", "ferry@example.com"),
+            ("SMTP_TO", "receiver@example.com"),
+        ],
+    )
+}
+
+/// POSTs a message; true when ferry accepted it (200), false when the engine is unavailable (503).
+fn send(up: &Up, user: &str, message: &str) -> bool {
+    let body = serde_json::json!({"user": user, "message": message}).to_string();
+    let r = post(&up.url, "/send", &body);
+    match r.status {
+        200 => {
+            assert_eq!(r.body, "message has been published");
+            true
+        }
+        503 => false,
+        s => panic!("unexpected answer {s}: {}", r.body),
+    }
+}
+
+/// Sends until accepted (the engine may be reconnecting), within 60 s.
+fn send_until_accepted(up: &Up, user: &str, message: &str) {
+    wait_for("ferry to accept a message", Duration::from_secs(60), || {
+        send(up, user, message).then_some(())
+    });
+}
+
+fn bodies(smtp: &Smtp, n: usize) -> Vec<String> {
+    wait_for(&format!("{n} e-mails"), Duration::from_secs(90), || {
+        let m = smtp.messages();
+        (m.len() >= n).then_some(m)
+    })
+    .iter()
+    .map(|m| mail_body(m))
+    .collect()
+}
+
+/// The scenario, on an engine whose server `restart` restarts.
+fn scream_survives_an_engine_restart(engine: &str, restart: &mut dyn FnMut()) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut smtp) = Smtp::start(dir.path()) else {
+        return;
+    };
+    let up = up_scream_on(dir.path(), &smtp, engine);
+    let name = engine.split_whitespace().next().unwrap();
+    assert_eq!(up.line["engine"], name);
+
+    // The /v1 API serves the embedded broker only: it says so instead of showing other topics.
+    let r = http(&up.url, "GET", "/v1/topics", None, "");
+    assert_eq!(r.status, 501, "{}", r.body);
+    assert!(
+        r.body.contains("engine_unsupported") && r.body.contains(name),
+        "{}",
+        r.body
+    );
+
+    send_until_accepted(&up, "alice", "hello world");
+    send_until_accepted(&up, "bob", "I like Mango");
+    send_until_accepted(&up, "carol", "second message");
+    let got = bodies(&smtp, 2);
+    assert!(
+        got.iter()
+            .any(|b| b.contains("From user: alice\n\nMessage: HELLO WORLD")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|b| b.contains("From user: carol\n\nMessage: SECOND MESSAGE")),
+        "{got:?}"
+    );
+    assert!(!got.iter().any(|b| b.contains("MANGO")), "{got:?}");
+
+    // SMTP down: accepted messages wait in the engine. Then the engine restarts under them.
+    smtp.stop();
+    send_until_accepted(&up, "dave", "before the restart");
+    restart();
+    send_until_accepted(&up, "erin", "after the restart");
+    smtp.restart();
+    // At-least-once: a record held when the engine went away may be mailed twice; none is lost.
+    let expected = ["Message: BEFORE THE RESTART", "Message: AFTER THE RESTART"];
+    let got = wait_for("both messages of the restart", Duration::from_secs(90), || {
+        let got: Vec<String> = smtp.messages().iter().map(|m| mail_body(m)).collect();
+        expected
+            .iter()
+            .all(|e| got.iter().any(|b| b.contains(e)))
+            .then_some(got)
+    });
+    let unique = got.iter().collect::<std::collections::BTreeSet<_>>().len();
+    eprintln!(
+        "{name}: {} e-mails, {} duplicates (at-least-once)",
+        got.len(),
+        got.len() - unique
+    );
+    assert!(!got.iter().any(|b| b.contains("MANGO")), "{got:?}");
+}
+
+#[test]
+fn scream_on_nats_jetstream() {
+    let Some(mut nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let engine = format!("nats = {{ url = \"{}\" }}", nats.url());
+    scream_survives_an_engine_restart(&engine, &mut || nats.restart().unwrap());
+}
+
+#[test]
+fn scream_on_rabbitmq() {
+    let Some(mut rabbit) = require(RabbitServer::start(), "rabbitmq-server") else {
+        return;
+    };
+    let engine = format!("rabbitmq = {{ url = \"{}\" }}", rabbit.url());
+    scream_survives_an_engine_restart(&engine, &mut || rabbit.restart().unwrap());
+}
+
+/// `ferry dlq replay --config FILE` works on the engine the file names: records dead-lettered on NATS
+/// while a webhook is down are delivered once it is up.
+#[test]
+fn dead_letters_replay_on_nats() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hook_port = common::free_port();
+    let config = dir.path().join("hook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[engine]
+nats = {{ url = "{}" }}
+
+[pipelines.hook]
+retry = {{ max_attempts = 2, initial_backoff = "10ms", max_backoff = "20ms" }}
+source = {{ type = "http", name = "in", path = "/in", fields = {{ n = "integer" }} }}
+
+[[pipelines.hook.sinks]]
+type = "http"
+url = "http://127.0.0.1:{hook_port}/hook"
+"#,
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let up = up(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    for n in 0..5 {
+        let r = post(&up.url, "/in", &format!(r#"{{"n": {n}}}"#));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Nobody listens on the webhook's port: each record is dead-lettered after two attempts.
+    wait_for("5 dead letters", Duration::from_secs(60), || {
+        common::metric(
+            &up.url,
+            "ferry_pipeline_records_failed_total{pipeline=\"hook\",stage=\"http\"}",
+        )
+        .filter(|&v| v >= 5.0)
+    });
+    let got = common::webhook(hook_port, Duration::ZERO);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "dlq",
+            "replay",
+            "--pipeline",
+            "hook",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), r#"{"replayed":5}"#);
+    let bodies = wait_for("5 webhook calls", Duration::from_secs(60), || {
+        let b = got.lock().unwrap().clone();
+        (b.len() >= 5).then_some(b)
+    });
+    let mut ns: Vec<u64> = bodies.iter().map(|b| b["n"].as_u64().unwrap()).collect();
+    ns.sort_unstable();
+    assert_eq!(ns, vec![0, 1, 2, 3, 4]);
+}
