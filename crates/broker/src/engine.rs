@@ -34,6 +34,15 @@ pub enum EngineError {
         /// What it said.
         message: String,
     },
+    /// An ack, nack or extend of records this process does not hold (any more): their lease ran out or
+    /// their connection was lost, so they will be delivered again; retrying the call cannot help.
+    #[error("{engine}: {message}")]
+    NotLeased {
+        /// Which engine.
+        engine: &'static str,
+        /// Which records, and why.
+        message: String,
+    },
     /// The engine has no such feature (listed in docs/engines.md).
     #[error("the {engine} engine does not support {what}")]
     Unsupported {
@@ -55,7 +64,7 @@ impl EngineError {
     pub fn is_not_leased(&self) -> bool {
         matches!(
             self,
-            Self::Broker(BrokerError::NotLeased { .. }) | Self::Refused { .. }
+            Self::Broker(BrokerError::NotLeased { .. }) | Self::NotLeased { .. }
         )
     }
 }

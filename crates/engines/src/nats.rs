@@ -18,10 +18,13 @@
 //! - **Receive** = a pull request (`no_wait` with `expires`: the server waits up to `wait` for the
 //!   first message and then returns what it has). This process remembers the ack subject of each
 //!   received message, so **ack, nack and extend only work for records this process received**;
-//!   other ids are refused. A receive cancelled while it waits may leave messages the server sent
-//!   meanwhile leased to nobody until their `ack_wait` runs out.
+//!   other ids (never received here, already acked or nacked, a partition other than 0) fail with
+//!   [`EngineError::NotLeased`] and nothing is sent. A receive cancelled while it waits may leave
+//!   messages the server sent meanwhile leased to nobody until their `ack_wait` runs out.
 //! - **Ack** = `+ACK` awaiting the server's confirmation; **nack** = `-NAK` with the delay, confirmed;
 //!   **extend** = `+WPI`, confirmed.
+//! - **Credentials** in the URL (`nats://user:password@host:port`, `nats://token@host:port`) are kept
+//!   only to connect: errors, logs and `Debug` show `nats://user:***@host:port` (`nats://***@host:port`).
 //!
 //! # What JetStream cannot do (docs/engines.md)
 //!
@@ -216,8 +219,89 @@ struct Lease {
 
 type GroupKey = (String, String);
 
+/// A server URL (or a comma-separated list of them) with its credentials hidden, and the secrets to
+/// scrub from texts that may echo them (the client library's errors). No `Debug`: nothing here leaks.
+struct Redacted {
+    /// `nats://user:***@host:port`, `nats://***@host:port` for a lone token, others unchanged.
+    shown: String,
+    /// Passwords and tokens as written, and percent-decoded when that differs; longest first.
+    secrets: Vec<String>,
+}
+
+impl Redacted {
+    fn new(url: &str) -> Self {
+        let mut secrets = Vec::new();
+        let shown: Vec<String> = url
+            .split(',')
+            .map(|part| {
+                let start = part.find("://").map_or(0, |i| i + 3);
+                let (scheme, rest) = part.split_at(start);
+                // The last `@`: a password with an unescaped `@` or `/` is still hidden whole.
+                let Some(at) = rest.rfind('@') else {
+                    return part.to_owned();
+                };
+                let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+                let (shown_user, secret) = match userinfo.split_once(':') {
+                    Some((user, password)) => (format!("{user}:***"), password),
+                    None => ("***".to_owned(), userinfo),
+                };
+                if !secret.is_empty() {
+                    let decoded = percent_decode(secret);
+                    if decoded != secret && !decoded.is_empty() {
+                        secrets.push(decoded);
+                    }
+                    secrets.push(secret.to_owned());
+                }
+                format!("{scheme}{shown_user}@{host}")
+            })
+            .collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Self {
+            shown: shown.join(","),
+            secrets,
+        }
+    }
+
+    /// `text` (an error of the client library, say) with every secret replaced by `***`.
+    fn scrub(&self, text: impl fmt::Display) -> String {
+        let mut text = text.to_string();
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
+    }
+}
+
+/// `%XX` escapes decoded (others kept as they are); invalid UTF-8 replaced.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 struct Inner {
-    url: String,
+    /// The server URL, credentials hidden: the only form kept.
+    url: Arc<Redacted>,
     client: Client,
     js: jetstream::Context,
     consumers: Mutex<HashMap<GroupKey, PullConsumer>>,
@@ -232,7 +316,7 @@ pub struct JetStream(Arc<Inner>);
 impl fmt::Debug for JetStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JetStream")
-            .field("url", &self.0.url)
+            .field("url", &self.0.url.shown)
             .field("state", &self.0.client.connection_state())
             .finish_non_exhaustive()
     }
@@ -243,20 +327,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl JetStream {
-    /// Connects to `url` (`nats://host:port`, or several separated by commas); the client reconnects
-    /// by itself after that, and calls fail with [`EngineError::Unavailable`] meanwhile.
+    /// Connects to `url` (`nats://host:port`, or several separated by commas, with credentials as
+    /// `user:password@` or `token@` if the server wants them); the client reconnects by itself after
+    /// that, and calls fail with [`EngineError::Unavailable`] meanwhile. Errors, logs and `Debug` show
+    /// the URL with its password or token replaced by `***`.
     pub async fn connect(url: &str) -> Result<Self, EngineError> {
+        let redacted = Arc::new(Redacted::new(url));
+        let for_events = Arc::clone(&redacted);
         let client = async_nats::ConnectOptions::new()
             .name("ferry")
-            .event_callback(|event| async move { tracing::info!(%event, "nats connection event") })
-            .connect(url)
+            .event_callback(move |event| {
+                let event = for_events.scrub(event);
+                async move { tracing::info!(%event, "nats connection event") }
+            })
+            // async-nats parses a `&str` as one URL: give it the list.
+            .connect(
+                url.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<_>>(),
+            )
             .await
-            .map_err(|e| match e.kind() {
-                ConnectErrorKind::ServerParse => refused(format!("connecting to {url}: {e}")),
-                _ => unavailable(format!("connecting to {url}: {e}")),
+            .map_err(|e| {
+                // The client's error may echo the URL: scrub it.
+                let message = format!("connecting to {}: {}", redacted.shown, redacted.scrub(&e));
+                match e.kind() {
+                    ConnectErrorKind::ServerParse => refused(message),
+                    _ => unavailable(message),
+                }
             })?;
         Ok(Self(Arc::new(Inner {
-            url: url.to_owned(),
+            url: redacted,
             js: jetstream::new(client.clone()),
             client,
             consumers: Mutex::default(),
@@ -269,7 +370,7 @@ impl JetStream {
             State::Connected => Ok(()),
             state => Err(unavailable(format!(
                 "not connected to {} ({state:?})",
-                self.0.url
+                self.0.url.shown
             ))),
         }
     }
@@ -346,10 +447,14 @@ impl JetStream {
                     Some(l) if l.settled.is_some() && l.settled == settle => {}
                     Some(l) if l.settled.is_none() => todo.push((offset, l.reply.clone())),
                     _ => {
-                        return Err(refused(format!(
-                            "record {partition}/{offset} of group `{group}` on topic `{topic}` is not \
-                             leased by this process"
-                        )));
+                        return Err(EngineError::NotLeased {
+                            engine: ENGINE,
+                            message: format!(
+                                "record {partition}/{offset} of group `{group}` on topic `{topic}` is not \
+                                 leased by this process (never received here, already acked or nacked, \
+                                 or not on partition 0)"
+                            ),
+                        });
                     }
                 }
             }

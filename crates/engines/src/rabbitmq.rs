@@ -9,24 +9,32 @@
 //!   `ensure_group` checks that the exchange exists, then declares and binds the queue. Both calls are
 //!   idempotent. Names longer than AMQP's 255 bytes are refused. [`GroupSettings`] are not used: there
 //!   is no lease length (below), and a process holds at most 1000 unacked records per group (prefetch).
-//! - `publish` sends every record of a call on a channel in confirm mode, then waits for every
-//!   confirm: `Ok` once RabbitMQ has acked them all (quorum queues confirm after a Raft commit). A
-//!   record is persistent, its headers are AMQP long-string headers, its key the header `ferry-key`,
-//!   `timestamp` is set (seconds), and `message_id` is its ferry id: the decimal text of
-//!   `(ms since the Unix epoch << 22) | 22 random bits`, increasing within a process.
+//! - `publish` sends every record of a call on a channel in confirm mode, `mandatory`, then waits for
+//!   every confirm: `Ok` once RabbitMQ has acked them all (quorum queues confirm after a Raft commit).
+//!   A record that reached no queue (the topic has no group) comes back with its confirm, and the call
+//!   is refused: RabbitMQ would keep nothing of it. Sending and confirming all take at most 60 s, else
+//!   the call fails as unavailable (whether the records were kept is then unknown). A record is
+//!   persistent, its headers are AMQP long-string headers, its key the header `ferry-key`, `timestamp`
+//!   is set (seconds), `app_id` is `ferry`, and `message_id` is its ferry id: the decimal text of
+//!   `(ms since the Unix epoch << 22) | 22 random bits`, increasing within a process (below 2^63).
 //! - `receive` starts one consumer per `(group, topic)` on first use (own channel, manual acks,
 //!   prefetch 1000; it lives as long as the engine), takes up to `max` of its deliveries and waits up
-//!   to `wait` for the first. An [`InRecord`] has partition 0, the ferry id as offset (the delivery
-//!   tag for a message without a numeric `message_id`), the publish time in ms (from the id, else the
-//!   `timestamp` property), and `x-delivery-count + 1` deliveries (quorum queues count redeliveries).
-//! - `ack`, `nack` and `extend` work on records this process holds, by id; an id it does not hold is
-//!   refused and nothing changes (like the embedded engine's `NotLeased`).
+//!   to `wait` for the first. An [`InRecord`] has partition 0, an offset, the publish time in ms and
+//!   `x-delivery-count + 1` deliveries (quorum queues count redeliveries). For a message ferry wrote
+//!   (`app_id = ferry` and a numeric `message_id` below 2^63) the offset is its ferry id, and the time
+//!   comes from it; any other message (published by another client) gets a process-unique offset
+//!   `2^63 | n` at each delivery, and the time of its `timestamp` property (0 without one). A ferry id
+//!   that arrives while this process holds the same id (a redelivery racing its first delivery, or a
+//!   copy published by hand) is requeued until the first is done.
+//! - `ack`, `nack` and `extend` work on records this process holds, by id; an id it does not hold
+//!   fails with [`EngineError::NotLeased`] and nothing changes. `ack` forgets a record only once its
+//!   `basic.ack` was sent; `nack` gives records back at once (or holds them for the delay).
 //!
 //! # What RabbitMQ does differently
 //!
 //! - An exchange keeps nothing: records published to `T` before a group's queue exists are not kept
-//!   for that group, and a topic without groups drops them. No replay, no offsets to seek to, no
-//!   partitions (order is per queue, and redeliveries break it).
+//!   for that group, and a publish to a topic without groups is refused (above). No replay, no offsets
+//!   to seek to, no partitions (order is per queue, and redeliveries break it).
 //! - AMQP has no delayed requeue: a `nack` with a delay keeps the record held by this process and
 //!   requeues it from a timer (at once if the process dies first).
 //! - AMQP has no lease timeout: an unacked record stays with its consumer until acked or its channel
@@ -42,10 +50,14 @@
 //! lapin does not reconnect, so this engine does: once the connection is lost, calls fail with
 //! [`EngineError::Unavailable`] (the pipeline retries them) and the next call reconnects, waiting
 //! 100 ms doubling to 5 s between failed attempts. Consumers are made again on the new connection;
-//! records held on the old one are void (RabbitMQ requeues them; acking one is refused). A publish to
-//! a topic that does not exist is refused: it first checks the exchange (a passive declare, once per
-//! topic and connection), as publishing to a missing one closes the channel, and the frames queued
-//! behind it can then make RabbitMQ close the whole connection (`CHANNEL_ERROR`).
+//! records held on the old one are void (RabbitMQ requeues them; acking one fails with `NotLeased`,
+//! as does retrying an ack that failed with its channel). A publish to a topic that does not exist is
+//! refused: it first checks the exchange (a passive declare, once per topic and connection), as
+//! publishing to a missing one closes the channel, and the frames queued behind it can then make
+//! RabbitMQ close the whole connection (`CHANNEL_ERROR`).
+//!
+//! The URL's password appears in no error message and in no `Debug` output: a malformed URL is refused
+//! without quoting it, and connection errors are scrubbed of the password.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -64,7 +76,9 @@ use lapin::options::{
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{Acker, BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind};
+use lapin::{
+    Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer, ErrorKind,
+};
 use tokio::time::{Instant, timeout, timeout_at};
 
 const ENGINE: &str = "rabbitmq";
@@ -75,6 +89,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const IDLE_PUBLISHERS: usize = 16;
+/// The `app_id` of messages ferry publishes: only their `message_id` is taken as a ferry id.
+const APP_ID: &str = "ferry";
+/// Offsets of messages ferry did not write have this bit set; ferry ids never do.
+const FOREIGN: u64 = 1 << 63;
 
 /// A RabbitMQ node as a ferry engine. Clones share one connection.
 #[derive(Clone)]
@@ -149,6 +167,14 @@ fn refused(message: impl Into<String>) -> EngineError {
     }
 }
 
+fn not_leased(message: impl Into<String>) -> EngineError {
+    let message = message.into();
+    EngineError::NotLeased {
+        engine: ENGINE,
+        message,
+    }
+}
+
 fn lost(e: lapin::Error) -> EngineError {
     unavailable(e.to_string())
 }
@@ -185,6 +211,12 @@ fn amqp_name(topic: &str, group: Option<&str>) -> Result<ShortString, EngineErro
 }
 
 static LAST_ID: AtomicU64 = AtomicU64::new(0);
+static FOREIGN_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A process-unique offset for a message ferry did not write: `2^63 | n`, never a ferry id.
+fn foreign_id() -> u64 {
+    FOREIGN | (FOREIGN_IDS.fetch_add(1, Ordering::Relaxed) & !FOREIGN)
+}
 
 /// A new ferry id: `(ms since the Unix epoch << 22) | 22 random bits`, increasing within the process.
 fn next_id(now_ms: u64) -> u64 {
@@ -235,6 +267,7 @@ fn properties(record: &OutRecord) -> Result<BasicProperties, EngineError> {
     Ok(BasicProperties::default()
         .with_delivery_mode(2)
         .with_timestamp(now_ms / 1000)
+        .with_app_id(APP_ID.into())
         .with_message_id(next_id(now_ms).to_string().into())
         .with_headers(headers))
 }
@@ -242,10 +275,13 @@ fn properties(record: &OutRecord) -> Result<BasicProperties, EngineError> {
 /// A delivery as a record, and its acker.
 fn to_record(d: Delivery) -> (InRecord, Acker) {
     let props = &d.properties;
+    // Only ferry's own message ids are ferry ids: another client's could be anything, and collide.
     let id = props
         .message_id()
         .as_ref()
-        .and_then(|m| m.as_str().parse::<u64>().ok());
+        .filter(|_| props.app_id().as_ref().is_some_and(|a| a.as_str() == APP_ID))
+        .and_then(|m| m.as_str().parse::<u64>().ok())
+        .filter(|id| id & FOREIGN == 0);
     let ms = match (id, *props.timestamp()) {
         (Some(id), Some(s)) if (id >> 22) / 1000 == s => id >> 22,
         (_, Some(s)) => s.saturating_mul(1000),
@@ -265,7 +301,7 @@ fn to_record(d: Delivery) -> (InRecord, Acker) {
     };
     let record = InRecord {
         partition: 0,
-        offset: id.unwrap_or(d.delivery_tag),
+        offset: id.unwrap_or_else(foreign_id),
         timestamp_ms: i64::try_from(ms).unwrap_or(i64::MAX),
         key,
         headers,
@@ -275,26 +311,28 @@ fn to_record(d: Delivery) -> (InRecord, Acker) {
     (record, d.acker)
 }
 
-/// Acks (or with `requeue`, requeues) records, all of them even after a failure.
-async fn settle(ackers: Vec<Acker>, requeue: bool) -> Result<(), EngineError> {
+/// The outcome of acking or requeueing one record as the outcome of the call.
+fn settled(done: lapin::Result<bool>, group: &str, offset: u64) -> Result<(), EngineError> {
+    match done {
+        Ok(true) => Ok(()),
+        // Poisoned (the channel is gone and RabbitMQ has requeued the record), or settled already.
+        Ok(false) => Err(not_leased(format!(
+            "record 0/{offset} of group {group} is not leased by this process any more (its lease \
+             was lost with its channel, or it was settled already)"
+        ))),
+        Err(e) => Err(lost(e)),
+    }
+}
+
+/// Requeues records, all of them even after a failure.
+async fn requeue(ackers: Vec<(u64, Acker)>, group: &str) -> Result<(), EngineError> {
     let mut result = Ok(());
-    for acker in ackers {
-        let done = if requeue {
-            acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue,
-                })
-                .await
-        } else {
-            acker.ack(BasicAckOptions::default()).await
+    for (offset, acker) in ackers {
+        let options = BasicNackOptions {
+            multiple: false,
+            requeue: true,
         };
-        match done {
-            Ok(true) => {}
-            // Poisoned: the channel is gone and RabbitMQ has requeued the record.
-            Ok(false) => result = result.and(Err(refused("a lease was lost with its channel"))),
-            Err(e) => result = result.and(Err(lost(e))),
-        }
+        result = result.and(settled(acker.nack(options).await, group, offset));
     }
     result
 }
@@ -303,7 +341,10 @@ impl RabbitMq {
     /// Connects to `url` (`amqp://user:password@host:port/vhost`); reconnects with backoff by itself
     /// after the connection is lost.
     pub async fn connect(url: &str) -> Result<Self, EngineError> {
-        let uri: AMQPUri = url.parse().map_err(|e| refused(format!("bad AMQP URL: {e}")))?;
+        // amq-protocol-uri's errors can quote the URL, password and all.
+        let uri: AMQPUri = url
+            .parse()
+            .map_err(|_: String| refused("the URL is not a valid amqp:// URL"))?;
         let engine = Self {
             inner: Arc::new(Inner {
                 uri,
@@ -316,6 +357,15 @@ impl RabbitMq {
         };
         engine.link().await?;
         Ok(engine)
+    }
+
+    /// `message` without the URL's password.
+    fn scrub(&self, message: String) -> String {
+        let password = &self.inner.uri.authority.userinfo.password;
+        if password.is_empty() {
+            return message;
+        }
+        message.replace(password.as_str(), "***")
     }
 
     fn serial(&self) -> u64 {
@@ -360,7 +410,7 @@ impl RabbitMq {
         state.failures = state.failures.saturating_add(1);
         let backoff = Duration::from_millis(100) * 2u32.pow(state.failures.min(7) - 1);
         state.retry_at = Some(now + backoff.min(MAX_BACKOFF));
-        Err(unavailable(error))
+        Err(unavailable(self.scrub(error)))
     }
 
     /// A fresh channel for declarations (a refusal closes it, so it is never reused).
@@ -427,17 +477,17 @@ impl RabbitMq {
         Ok(c)
     }
 
-    /// Checks that every id is held by this process (nothing changes otherwise); with `take`, forgets
-    /// them and returns their ackers.
+    /// Checks that every id is held by this process (nothing changes otherwise) and returns their
+    /// offsets and ackers; with `take`, forgets them.
     fn held(
         &self,
         group: &str,
         topic: &str,
         ids: &[(u32, u64)],
         take: bool,
-    ) -> Result<Vec<Acker>, EngineError> {
+    ) -> Result<Vec<(u64, Acker)>, EngineError> {
         let mut leases = lock(&self.inner.leases);
-        let mut held = leases.get_mut(&key(group, topic));
+        let held = leases.get_mut(&key(group, topic));
         for &(partition, offset) in ids {
             let lease = held
                 .as_ref()
@@ -445,18 +495,122 @@ impl RabbitMq {
                 .filter(|_| partition == 0);
             if lease.is_none_or(|(acker, _)| acker.poisoned()) {
                 let id = format!("{partition}/{offset}");
-                return Err(refused(format!(
+                return Err(not_leased(format!(
                     "record {id} of group {group} is not leased by this process"
                 )));
             }
         }
-        match held.as_mut().filter(|_| take) {
-            Some(held) => Ok(ids
-                .iter()
-                .filter_map(|(_, o)| held.remove(o))
-                .map(|(a, _)| a)
-                .collect()),
-            None => Ok(Vec::new()),
+        let Some(held) = held else {
+            return Ok(Vec::new());
+        };
+        let mut seen = HashSet::new();
+        let ackers = ids
+            .iter()
+            .filter(|(_, o)| seen.insert(*o))
+            .filter_map(|&(_, offset)| {
+                let acker = if take {
+                    held.remove(&offset)
+                } else {
+                    held.get(&offset).cloned()
+                };
+                acker.map(|(acker, _)| (offset, acker))
+            });
+        Ok(ackers.collect())
+    }
+
+    /// Forgets a held record once it is settled (unless it is held anew under another acker).
+    fn forget(&self, group: &str, topic: &str, offset: u64, acker: &Acker) {
+        let mut leases = lock(&self.inner.leases);
+        if let Some(held) = leases.get_mut(&key(group, topic))
+            && held.get(&offset).is_some_and(|(a, _)| a == acker)
+        {
+            held.remove(&offset);
+        }
+    }
+
+    /// Sends `records` to `topic` and waits for their confirms (the caller bounds the time).
+    async fn send(
+        &self,
+        topic: &str,
+        exchange: ShortString,
+        records: &[OutRecord],
+        props: Vec<BasicProperties>,
+    ) -> Result<(), EngineError> {
+        // A publish to a missing exchange closes its channel, and with it perhaps the connection
+        // (frames already queued behind it reach RabbitMQ after the channel is gone): check first.
+        self.exchange(topic, true).await?;
+        let link = self.link().await?;
+        let idle = {
+            let mut pool = lock(&self.inner.publishers);
+            pool.retain(|(serial, c)| *serial == link.serial && c.status().connected());
+            pool.pop()
+        };
+        let channel = match idle {
+            Some((_, channel)) => channel,
+            None => {
+                let channel = link.conn.create_channel().await.map_err(lost)?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(lost)?;
+                channel
+            }
+        };
+        let (mut confirms, mut errors) = (Vec::with_capacity(records.len()), Vec::new());
+        for (record, props) in records.iter().zip(props) {
+            // Mandatory: a record no queue takes comes back (with its confirm) instead of vanishing.
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
+            let sent = channel.basic_publish(exchange.clone(), "".into(), options, &record.value, props);
+            match sent.await {
+                Ok(confirm) => confirms.push(confirm),
+                Err(e) => {
+                    errors.push(e);
+                    break;
+                }
+            }
+        }
+        let confirmed = futures_util::future::join_all(confirms).await;
+        let (mut nacked, mut returned) = (0, 0);
+        for confirmation in confirmed {
+            match confirmation {
+                Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => returned += 1,
+                Ok(Confirmation::Nack(None)) => nacked += 1,
+                Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        // A channel-level refusal (a 404 closes the channel) explains the errors that follow it.
+        if let Some(e) = errors.iter().find(|e| e.is_amqp_error()).or(errors.first()) {
+            lock(&link.topics).remove(topic);
+            return Err(classify(e, no_topic(topic)));
+        }
+        if returned > 0 {
+            // Not pooled: a channel that had messages returned is dropped (and so closed), so that no
+            // return can ever be matched with a later call's confirm.
+            let which = match records.len() {
+                1 => "the record".to_owned(),
+                n => format!("{returned} of {n} records"),
+            };
+            return Err(refused(format!(
+                "topic `{topic}` has no queue group to keep {which} (RabbitMQ keeps nothing for a \
+                 topic without groups)"
+            )));
+        }
+        {
+            let mut pool = lock(&self.inner.publishers);
+            if pool.len() < IDLE_PUBLISHERS {
+                pool.push((link.serial, channel));
+            }
+        }
+        match nacked {
+            0 => Ok(()),
+            n => Err(refused(format!(
+                "RabbitMQ nacked {n} of {} records",
+                records.len()
+            ))),
         }
     }
 }
@@ -509,62 +663,12 @@ impl Engine for RabbitMq {
             if records.is_empty() {
                 return Ok(());
             }
-            // A publish to a missing exchange closes its channel, and with it perhaps the connection
-            // (frames already queued behind it reach RabbitMQ after the channel is gone): check first.
-            self.exchange(topic, true).await?;
-            let link = self.link().await?;
-            let idle = {
-                let mut pool = lock(&self.inner.publishers);
-                pool.retain(|(serial, c)| *serial == link.serial && c.status().connected());
-                pool.pop()
-            };
-            let channel = match idle {
-                Some((_, channel)) => channel,
-                None => {
-                    let channel = link.conn.create_channel().await.map_err(lost)?;
-                    channel
-                        .confirm_select(ConfirmSelectOptions::default())
-                        .await
-                        .map_err(lost)?;
-                    channel
-                }
-            };
-            let (mut confirms, mut errors) = (Vec::with_capacity(records.len()), Vec::new());
-            for (record, props) in records.iter().zip(props) {
-                let options = BasicPublishOptions::default();
-                let sent = channel.basic_publish(exchange.clone(), "".into(), options, &record.value, props);
-                match sent.await {
-                    Ok(confirm) => confirms.push(confirm),
-                    Err(e) => {
-                        errors.push(e);
-                        break;
-                    }
-                }
-            }
-            let all = futures_util::future::join_all(confirms);
-            let Ok(confirmed) = timeout(CONFIRM_TIMEOUT, all).await else {
-                return Err(unavailable(format!(
-                    "no publisher confirms in {CONFIRM_TIMEOUT:?}"
-                )));
-            };
-            let nacked = confirmed
-                .iter()
-                .filter(|c| c.as_ref().is_ok_and(|c| c.is_nack()))
-                .count();
-            errors.extend(confirmed.into_iter().filter_map(Result::err));
-            // A channel-level refusal (a 404 closes the channel) explains the errors that follow it.
-            if let Some(e) = errors.iter().find(|e| e.is_amqp_error()).or(errors.first()) {
-                lock(&link.topics).remove(topic);
-                return Err(classify(e, no_topic(topic)));
-            }
-            let mut pool = lock(&self.inner.publishers);
-            if pool.len() < IDLE_PUBLISHERS {
-                pool.push((link.serial, channel));
-            }
-            match nacked {
-                0 => Ok(()),
-                n => Err(refused(format!(
-                    "RabbitMQ nacked {n} of {} records",
+            // The whole publish, sending included: a channel blocked by RabbitMQ's flow control or
+            // memory alarm would otherwise hold the call forever.
+            match timeout(CONFIRM_TIMEOUT, self.send(topic, exchange, &records, props)).await {
+                Ok(result) => result,
+                Err(_) => Err(unavailable(format!(
+                    "publish of {} records not confirmed in {CONFIRM_TIMEOUT:?}",
                     records.len()
                 ))),
             }
@@ -625,8 +729,10 @@ impl Engine for RabbitMq {
             let mut out = Vec::with_capacity(deliveries.len());
             for (record, acker) in deliveries.into_iter().map(to_record) {
                 if held.get(&record.offset).is_some_and(|(a, _)| !a.poisoned()) {
-                    // The same id twice (a producer's duplicate): it comes again once the first is done.
-                    tokio::spawn(settle(vec![acker], true));
+                    // A ferry id held already (only ferry-written messages keep their id: a
+                    // redelivery, or a copy): it comes again once the first is done.
+                    let (group, offset) = (group.to_owned(), record.offset);
+                    tokio::spawn(async move { requeue(vec![(offset, acker)], &group).await });
                     continue;
                 }
                 held.insert(record.offset, (acker, consuming.serial));
@@ -642,7 +748,18 @@ impl Engine for RabbitMq {
         topic: &'a str,
         ids: &'a [(u32, u64)],
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move { settle(self.held(group, topic, ids, true)?, false).await })
+        Box::pin(async move {
+            let mut result = Ok(());
+            for (offset, acker) in self.held(group, topic, ids, false)? {
+                let done = acker.ack(BasicAckOptions::default()).await;
+                // Forgotten only once acked (or found void): after a failure the ack can be retried.
+                if done.is_ok() {
+                    self.forget(group, topic, offset, &acker);
+                }
+                result = result.and(settled(done, group, offset));
+            }
+            result
+        })
     }
 
     fn nack<'a>(
@@ -655,12 +772,13 @@ impl Engine for RabbitMq {
         Box::pin(async move {
             let ackers = self.held(group, topic, ids, true)?;
             if delay.is_zero() {
-                return settle(ackers, true).await;
+                return requeue(ackers, group).await;
             }
+            let group = group.to_owned();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 // If the channel is gone meanwhile, RabbitMQ has requeued the records already.
-                let _ = settle(ackers, true).await;
+                let _ = requeue(ackers, &group).await;
             });
             Ok(())
         })

@@ -131,19 +131,29 @@ async fn publish_receive_ack() {
         .unwrap();
     assert!(more.is_empty(), "{more:?}");
 
-    // Finished records and records never received are not leased.
-    for id in [got[0].id(), (0, 999)] {
-        match js.ack("g", topic, &[id]).await {
-            Err(EngineError::Refused { message, .. }) => {
-                assert!(message.contains("not leased"), "{message}")
-            }
-            other => panic!("{other:?}"),
+    // Finished records, records never received and other partitions are not leased.
+    for id in [got[0].id(), (0, 999), (1, 1)] {
+        let results = [
+            js.ack("g", topic, &[id]).await,
+            js.nack("g", topic, &[id], Duration::ZERO).await,
+            js.extend("g", topic, &[id], Duration::from_secs(5)).await,
+        ];
+        for result in results {
+            assert_not_leased(result);
         }
     }
-    assert!(matches!(
-        js.extend("g", topic, &[(0, 999)], Duration::from_secs(5)).await,
-        Err(EngineError::Refused { .. })
-    ));
+}
+
+/// `result` is an [`EngineError::NotLeased`] that says so.
+#[track_caller]
+fn assert_not_leased(result: Result<(), EngineError>) {
+    match result {
+        Err(e) if e.is_not_leased() => {
+            assert!(matches!(e, EngineError::NotLeased { .. }), "{e:?}");
+            assert!(e.to_string().contains("not leased"), "{e}");
+        }
+        other => panic!("expected NotLeased, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,8 +163,9 @@ async fn nack_redelivers_and_extend_keeps_the_lease() {
     };
     let js = engine(&nats).await;
     js.ensure_topic("t").await.unwrap();
+    let lease = Duration::from_secs(6);
     let short = GroupSettings {
-        visibility: Duration::from_secs(2),
+        visibility: lease,
         ..SETTINGS
     };
     js.ensure_group("g", "t", short).await.unwrap();
@@ -166,26 +177,39 @@ async fn nack_redelivers_and_extend_keeps_the_lease() {
     assert_eq!(second[0].offset, first[0].offset);
     assert_eq!(second[0].deliveries, 2);
 
-    // A delayed nack: not before the delay.
-    js.nack("g", "t", &ids(&second), Duration::from_millis(800))
-        .await
-        .unwrap();
-    let none = js.receive("g", "t", 1, Duration::from_millis(100)).await.unwrap();
-    assert!(none.is_empty(), "{none:?}");
+    // A delayed nack: not before the delay (the server gets the nack after `nacked`, so the delay
+    // ends after `nacked + delay`: however slow this machine, an earlier redelivery is a bug).
+    let delay = Duration::from_millis(800);
+    let nacked = Instant::now();
+    js.nack("g", "t", &ids(&second), delay).await.unwrap();
     let third = receive_n(&js, "g", "t", 1).await;
+    assert!(
+        nacked.elapsed() >= delay,
+        "redelivered after {:?}",
+        nacked.elapsed()
+    );
     assert_eq!(third[0].deliveries, 3);
 
-    // Extending before the 2 s lease runs out keeps it past 2 s.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    js.extend("g", "t", &ids(&third), Duration::from_secs(2))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let none = js.receive("g", "t", 1, Duration::ZERO).await.unwrap();
-    assert!(none.is_empty(), "redelivered despite the extend: {none:?}");
+    // Another partition is not leased; a batch with one such id is refused whole and nothing is sent.
+    let offset = third[0].offset;
+    assert_not_leased(js.extend("g", "t", &[(1, offset)], lease).await);
+    assert_not_leased(js.ack("g", "t", &[(0, offset), (1, offset)]).await);
 
-    // Without further extends the lease runs out; the redelivery replaces the lease.
+    // An extend well before the lease runs out restarts it: the record comes again no sooner than a
+    // whole lease after the extend was sent (without it, about 2 s sooner). A slow machine can only
+    // make the redelivery come later, never sooner.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let extended = Instant::now();
+    js.extend("g", "t", &ids(&third), lease).await.unwrap();
     let fourth = receive_n(&js, "g", "t", 1).await;
+    // 250 ms for the server measuring the lease by the wall clock.
+    let after = extended.elapsed();
+    assert!(
+        after + Duration::from_millis(250) >= lease,
+        "redelivered {after:?} after the extend, despite it"
+    );
+    // Without further extends the lease runs out; the redelivery replaces the lease.
+    assert_eq!(fourth[0].offset, offset);
     assert_eq!(fourth[0].deliveries, 4);
     js.ack("g", "t", &ids(&fourth)).await.unwrap();
     assert!(
@@ -388,4 +412,86 @@ async fn survives_a_server_restart() {
     let mut offsets: Vec<u64> = all.iter().map(|r| r.offset).collect();
     offsets.sort_unstable();
     assert_eq!(offsets, (1..=8).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_in_the_url_are_not_shown() {
+    // Nothing listens on port 1, or the URL does not parse: the error names the URL, redacted.
+    for (url, secrets, shown) in [
+        (
+            "nats://user:s3cret@127.0.0.1:1",
+            &["s3cret"][..],
+            "nats://user:***@127.0.0.1:1",
+        ),
+        ("nats://t0ken@127.0.0.1:1", &["t0ken"], "nats://***@127.0.0.1:1"),
+        (
+            "nats://user:p%40ss@127.0.0.1:1",
+            &["p%40ss", "p@ss"],
+            "nats://user:***@127.0.0.1:1",
+        ),
+        (
+            "nats://a:pw1@127.0.0.1:1,nats://tok2@127.0.0.1:2",
+            &["pw1", "tok2"],
+            "nats://a:***@127.0.0.1:1,nats://***@127.0.0.1:2",
+        ),
+        (
+            "nats://user:s3cret@127.0.0.1:notaport",
+            &["s3cret"],
+            "nats://user:***@127.0.0.1:notaport",
+        ),
+        ("127.0.0.1:1", &[], "127.0.0.1:1"),
+    ] {
+        let e = JetStream::connect(url).await.unwrap_err();
+        let (display, debug) = (e.to_string(), format!("{e:?}"));
+        eprintln!("{url}: {display}");
+        for secret in secrets {
+            assert!(!display.contains(secret), "{display}");
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(display.contains(shown), "{display}");
+    }
+
+    let Some(mut nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    // Without credentials, Debug shows the URL as it is.
+    let plain = engine(&nats).await;
+    let debug = format!("{plain:?}");
+    assert!(debug.contains(&nats.url()), "{debug}");
+    assert!(debug.contains("Connected"), "{debug}");
+
+    // A list of URLs: one that answers is enough.
+    JetStream::connect(&format!("nats://127.0.0.1:1, {}", nats.url()))
+        .await
+        .unwrap();
+
+    // A server without authorization takes any credentials.
+    let url = nats.url().replacen("nats://", "nats://user:s3cret@", 1);
+    let js = JetStream::connect(&url).await.unwrap();
+    let debug = format!("{js:?}");
+    assert!(
+        !debug.contains("s3cret") && debug.contains("nats://user:***@127.0.0.1:"),
+        "{debug}"
+    );
+    js.ensure_topic("t").await.unwrap();
+
+    // While the server is away, calls fail naming the URL, redacted.
+    nats.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = js.publish("t", vec![record(0)]).await.unwrap_err();
+        let (display, debug) = (e.to_string(), format!("{e:?}"));
+        assert!(e.is_transient(), "{e:?}");
+        assert!(
+            !display.contains("s3cret") && !debug.contains("s3cret"),
+            "{debug}"
+        );
+        if display.contains("not connected to nats://user:***@127.0.0.1:") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{display}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let debug = format!("{js:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
 }

@@ -1,5 +1,5 @@
 //! The RabbitMQ engine against a private RabbitMQ node: the delivery contract the pipeline runtime
-//! relies on, refusals, and a server restart.
+//! relies on, refusals, messages other clients publish, a server restart, and URLs with a password.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -67,6 +67,17 @@ fn refused(r: Result<(), EngineError>) -> String {
     }
 }
 
+#[track_caller]
+fn not_leased(r: Result<(), EngineError>) -> String {
+    match r {
+        Err(EngineError::NotLeased {
+            engine: "rabbitmq",
+            message,
+        }) => message,
+        other => panic!("expected NotLeased, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn delivery_contract() {
     let Some(rabbit) = require(RabbitServer::start(), "rabbitmq-server") else {
@@ -110,13 +121,13 @@ async fn delivery_contract() {
             .await
             .unwrap();
         e.ack(group, "orders", &ids).await.unwrap();
-        // Acked: nothing more, and acking again is refused.
+        // Acked: nothing more, and acking again fails: not leased.
         let rest = e
             .receive(group, "orders", 10, Duration::from_millis(300))
             .await
             .unwrap();
         assert!(rest.is_empty(), "{rest:?}");
-        refused(e.ack(group, "orders", &ids[..1]).await);
+        not_leased(e.ack(group, "orders", &ids[..1]).await);
     }
 
     // Nack at once: back with deliveries = 2; nack with a delay: not back before it.
@@ -135,7 +146,7 @@ async fn delivery_contract() {
     let delay = Duration::from_millis(1500);
     let nacked = Instant::now();
     e.nack("g1", "orders", &[again[0].id()], delay).await.unwrap();
-    refused(e.ack("g1", "orders", &[again[0].id()]).await);
+    not_leased(e.ack("g1", "orders", &[again[0].id()]).await);
     let third = receive_n(&e, "g1", "orders", 1).await;
     assert!(nacked.elapsed() >= delay, "back after {:?}", nacked.elapsed());
     assert_eq!((third[0].offset, third[0].deliveries), (first[0].offset, 3));
@@ -193,13 +204,15 @@ async fn delivery_contract() {
     }
 
     // Refusals: unknown ids, a topic or group never ensured, bad names; the engine works afterwards.
-    let message = refused(e.ack("g1", "orders", &[(0, 42)]).await);
+    let err = e.ack("g1", "orders", &[(0, 42)]).await.unwrap_err();
+    assert!(err.is_not_leased() && !err.is_transient(), "{err:?}");
+    let message = not_leased(Err(err));
     assert!(
         message.contains("record 0/42 of group g1 is not leased"),
         "{message}"
     );
-    refused(e.extend("g1", "orders", &[(0, 42)], Duration::from_secs(1)).await);
-    refused(e.nack("g1", "orders", &[(3, 42)], Duration::ZERO).await);
+    not_leased(e.extend("g1", "orders", &[(0, 42)], Duration::from_secs(1)).await);
+    not_leased(e.nack("g1", "orders", &[(3, 42)], Duration::ZERO).await);
     let message = refused(e.publish("nowhere", vec![record(0)]).await);
     assert!(message.contains("nowhere"), "{message}");
     for i in 0..60 {
@@ -219,6 +232,105 @@ async fn delivery_contract() {
     let got = receive_n(&e, "g2", "orders", 1).await;
     assert_eq!(got[0].value, record(7).value);
     e.ack("g2", "orders", &[got[0].id()]).await.unwrap();
+    for group in ["g1", "g2"] {
+        let rest = e
+            .receive(group, "orders", 100, Duration::from_millis(300))
+            .await
+            .unwrap();
+        e.ack(
+            group,
+            "orders",
+            &rest.iter().map(InRecord::id).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    }
+
+    // A topic without groups keeps nothing, so a publish to it is refused, not dropped; with a group
+    // it is kept.
+    e.ensure_topic("lonely").await.unwrap();
+    for batch in [vec![record(1)], (0..3).map(record).collect()] {
+        let err = e.publish("lonely", batch).await.unwrap_err();
+        assert!(!err.is_transient(), "{err:?}");
+        let message = refused(Err(err));
+        assert!(
+            message.contains("topic `lonely` has no queue group to keep"),
+            "{message}"
+        );
+    }
+    e.ensure_group("g", "lonely", settings).await.unwrap();
+    e.publish("lonely", vec![record(5)]).await.unwrap();
+    let got = receive_n(&e, "g", "lonely", 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].value, record(5).value);
+    e.ack("g", "lonely", &[got[0].id()]).await.unwrap();
+
+    // Messages another client published: their `message_id` is not a ferry id (both say "1"), so
+    // each gets an offset of its own, outside ferry's ids.
+    let conn = lapin::Connection::connect(&rabbit.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in [501, 502] {
+        let props = lapin::BasicProperties::default().with_message_id("1".into());
+        let confirm = channel
+            .basic_publish(
+                "ferry.orders".into(),
+                "".into(),
+                lapin::options::BasicPublishOptions::default(),
+                &record(i).value,
+                props,
+            )
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack());
+    }
+    for group in ["g1", "g2"] {
+        let got = receive_n(&e, group, "orders", 2).await;
+        let values: Vec<Bytes> = got.iter().map(|r| r.value.clone()).collect();
+        assert_eq!(values, vec![record(501).value, record(502).value], "{group}");
+        assert_ne!(got[0].offset, got[1].offset, "{got:?}");
+        assert!(got.iter().all(|r| r.offset >= 1 << 63), "{got:?}");
+        assert!(got.iter().all(|r| r.deliveries == 1), "{got:?}");
+        let ids: Vec<(u32, u64)> = got.iter().map(InRecord::id).collect();
+        e.ack(group, "orders", &ids).await.unwrap();
+        not_leased(e.ack(group, "orders", &ids).await);
+    }
+    conn.close(0, "done".into()).await.unwrap();
+
+    // A wrong password is not shown in the error.
+    let url = rabbit.url().replace("guest:guest@", "guest:wr0ngpass@");
+    let err = RabbitMq::connect(&url).await.unwrap_err();
+    for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(!shown.contains("wr0ngpass"), "{shown}");
+    }
+}
+
+/// Neither an error nor the engine's `Debug` shows the URL's password.
+#[tokio::test]
+async fn passwords_are_not_shown() {
+    // Nothing listens on port 1.
+    let err = RabbitMq::connect("amqp://user:s3cret@127.0.0.1:1/%2f")
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    // Malformed: amq-protocol-uri's own errors quote the URL.
+    for url in [
+        "amqp://user:s3cret@[bad",
+        "amqp:user:s3cret@host",
+        "amqp://user:s3cret@host:99999999/",
+    ] {
+        let err = RabbitMq::connect(url).await.unwrap_err();
+        let message = refused(Err(err));
+        assert_eq!(message, "the URL is not a valid amqp:// URL", "{url}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,7 +367,7 @@ async fn survives_a_restart() {
     // Records held on the old connection are void.
     let old = [leased[0].id()];
     let r = retry(|| e.ack("g", "t", &old)).await;
-    refused(r);
+    not_leased(r);
     // Everything confirmed before the restart and not acked comes again.
     let got = receive_n(&e, "g", "t", 6).await;
     let values: Vec<Bytes> = got.iter().map(|r| r.value.clone()).collect();

@@ -13,7 +13,13 @@ use ferry_engines::servers::{NatsServer, RabbitServer, require};
 
 /// scream.toml with `[engine]` added.
 fn up_scream_on(dir: &std::path::Path, smtp: &Smtp, engine: &str) -> Up {
-    let text = std::fs::read_to_string(example("scream.toml")).unwrap();
+    // The SMTP server stays down through an engine restart (RabbitMQ takes seconds): retry for longer
+    // than the example's default, so that no message is dead-lettered meanwhile.
+    let text = std::fs::read_to_string(example("scream.toml")).unwrap().replace(
+        "[pipelines.scream]\n",
+        "[pipelines.scream]\nretry = { max_attempts = 1000, max_backoff = \"1s\" }\n",
+    );
+    assert!(text.contains("max_attempts = 1000"));
     let config = dir.join("scream-engine.toml");
     std::fs::write(&config, format!("[engine]\n{engine}\n\n{text}")).unwrap();
     let port = smtp.port.to_string();

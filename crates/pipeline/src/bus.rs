@@ -15,7 +15,9 @@ use ferry_client::{Client, ProduceRecord};
 /// A ferry server's error as an engine error: transient when trying again may help.
 pub fn remote(e: ferry_client::Error) -> BusError {
     let (engine, message) = ("ferry server", e.to_string());
-    if e.is_transient() {
+    if e.code() == Some("not_leased") {
+        BusError::NotLeased { engine, message }
+    } else if e.is_transient() {
         BusError::Unavailable { engine, message }
     } else {
         BusError::Refused { engine, message }

@@ -46,6 +46,9 @@ pub fn stage_topic(pipeline: &str, stage: &str) -> String {
     format!("{pipeline}.{stage}")
 }
 
+/// The queue group `ferry dlq replay` reads `<pipeline>.dlq` with.
+pub const DLQ_REPLAY_GROUP: &str = "ferry-dlq-replay";
+
 /// The dead-letter topic of a pipeline.
 pub fn dlq_topic(pipeline: &str) -> String {
     format!("{pipeline}.dlq")
@@ -297,25 +300,37 @@ pub async fn start(
             anyhow::bail!("--stage {s}: pipeline `{p}` has stages {}", names.join(", "));
         }
     }
+    // Every topic and queue group of a pipeline exists before any of its stages runs, whichever stage
+    // this process runs: on an engine that keeps nothing for a group that does not exist yet
+    // (RabbitMQ), a record published before its reader's group would be lost. The same for the group
+    // `ferry dlq replay` reads dead letters with.
     for p in pipelines {
-        let stages = plan(p);
-        let groups = GroupSettings {
-            visibility: p.lease.map_or(options.groups.visibility, |l| l.0),
-            ..options.groups
-        };
-        bus.ensure_topic(&dlq_topic(&p.name)).await?;
-        for st in &stages {
-            if let Some((op, os)) = &options.only
-                && (op != &p.name || os != &st.name)
-            {
-                continue;
-            }
+        if options.only.as_ref().is_some_and(|(op, _)| op != &p.name) {
+            continue;
+        }
+        let dlq = dlq_topic(&p.name);
+        bus.ensure_topic(&dlq).await?;
+        bus.ensure_group(DLQ_REPLAY_GROUP, &dlq, GroupSettings::default())
+            .await?;
+        for st in plan(p) {
             if let Some(out) = &st.output {
                 bus.ensure_topic(out).await?;
             }
             if let Some(input) = &st.input {
                 bus.ensure_topic(input).await?;
-                bus.ensure_group(&st.group, input, groups).await?;
+                bus.ensure_group(&st.group, input, group_settings(p, options))
+                    .await?;
+            }
+        }
+    }
+    for p in pipelines {
+        let stages = plan(p);
+        let groups = group_settings(p, options);
+        for st in &stages {
+            if let Some((op, os)) = &options.only
+                && (op != &p.name || os != &st.name)
+            {
+                continue;
             }
             let ctx = BuildContext {
                 pipeline: p.name.clone(),
@@ -394,6 +409,14 @@ fn bridge(ctx: &BuildContext, st: &StagePlan, metrics: StageMetrics) -> crate::s
         topic: st.output.clone().unwrap_or_default(),
         bus: ctx.bus.clone(),
         metrics,
+    }
+}
+
+/// The settings of a pipeline's queue groups: its `lease` as the visibility timeout.
+fn group_settings(p: &PipelineConfig, options: &RuntimeOptions) -> GroupSettings {
+    GroupSettings {
+        visibility: p.lease.map_or(options.groups.visibility, |l| l.0),
+        ..options.groups
     }
 }
 

@@ -42,8 +42,8 @@ enum DlqCommand {
     },
 }
 
-/// The queue group replays read the dead-letter topic as.
-pub const REPLAY_GROUP: &str = "ferry-dlq-replay";
+// The queue group replays read the dead-letter topic as; every pipeline makes it when it starts.
+use ferry_pipeline::runtime::DLQ_REPLAY_GROUP as REPLAY_GROUP;
 
 /// Runs the subcommand.
 ///
