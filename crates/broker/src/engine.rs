@@ -142,12 +142,21 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
         topic: &'a str,
         settings: GroupSettings,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
-    /// Publishes `records` to `topic`; returns once they are durable.
+    /// Publishes `records` to `topic`; returns once they are durable, with each record's id
+    /// `(partition, offset)`, in order.
+    fn publish_ids<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<Vec<(u32, u64)>, EngineError>>;
+    /// [`Engine::publish_ids`] without the ids.
     fn publish<'a>(
         &'a self,
         topic: &'a str,
         records: Vec<OutRecord>,
-    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { self.publish_ids(topic, records).await.map(|_| ()) })
+    }
     /// Leases up to `max` records of `group`, waiting up to `wait` for the first.
     fn receive<'a>(
         &'a self,
@@ -226,14 +235,14 @@ impl Engine for Broker {
         })
     }
 
-    fn publish<'a>(
+    fn publish_ids<'a>(
         &'a self,
         topic: &'a str,
         records: Vec<OutRecord>,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
+    ) -> BoxFuture<'a, Result<Vec<(u32, u64)>, EngineError>> {
         Box::pin(async move {
             if records.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
             let records = records
                 .into_iter()
@@ -252,8 +261,8 @@ impl Engine for Broker {
                     partition: None,
                 })
                 .collect();
-            self.publish(topic, records).await?;
-            Ok(())
+            let produced = self.publish(topic, records).await?;
+            Ok(produced.into_iter().map(|p| (p.partition, p.offset)).collect())
         })
     }
 

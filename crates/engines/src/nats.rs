@@ -570,16 +570,17 @@ impl Engine for JetStream {
         })
     }
 
-    fn publish<'a>(
+    fn publish_ids<'a>(
         &'a self,
         topic: &'a str,
         records: Vec<OutRecord>,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
+    ) -> BoxFuture<'a, Result<Vec<(u32, u64)>, EngineError>> {
         Box::pin(async move {
             let stream = checked("topic", topic)?;
             if records.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
+            let mut ids = Vec::with_capacity(records.len());
             // Refuse a bad record before anything is sent.
             let mut messages = Vec::with_capacity(records.len());
             for r in records {
@@ -602,12 +603,13 @@ impl Engine for JetStream {
                     }
                 }
                 for result in join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
-                    if let Err(e) = result {
-                        return Err(self.publish_error(topic, &stream, e).await);
+                    match result {
+                        Ok(ack) => ids.push((0, ack.sequence)),
+                        Err(e) => return Err(self.publish_error(topic, &stream, e).await),
                     }
                 }
             }
-            Ok(())
+            Ok(ids)
         })
     }
 

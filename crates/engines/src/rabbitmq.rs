@@ -652,21 +652,29 @@ impl Engine for RabbitMq {
         })
     }
 
-    fn publish<'a>(
+    fn publish_ids<'a>(
         &'a self,
         topic: &'a str,
         records: Vec<OutRecord>,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
+    ) -> BoxFuture<'a, Result<Vec<(u32, u64)>, EngineError>> {
         Box::pin(async move {
             let exchange = amqp_name(topic, None)?;
             let props = records.iter().map(properties).collect::<Result<Vec<_>, _>>()?;
             if records.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
+            // Each record's id is the ferry id in its message_id, set by `properties`.
+            let ids: Vec<(u32, u64)> = props
+                .iter()
+                .map(|p| {
+                    let id = p.message_id().as_ref().and_then(|m| m.as_str().parse().ok());
+                    (0, id.unwrap_or(0))
+                })
+                .collect();
             // The whole publish, sending included: a channel blocked by RabbitMQ's flow control or
             // memory alarm would otherwise hold the call forever.
             match timeout(CONFIRM_TIMEOUT, self.send(topic, exchange, &records, props)).await {
-                Ok(result) => result,
+                Ok(result) => result.map(|()| ids),
                 Err(_) => Err(unavailable(format!(
                     "publish of {} records not confirmed in {CONFIRM_TIMEOUT:?}",
                     records.len()

@@ -209,9 +209,16 @@ fn ids(records: &[InRecord]) -> Vec<(u32, u64)> {
 
 async fn publish_then_receive_all(e: SharedEngine, t: String) {
     setup(&e, &t, &["g"], Duration::from_secs(30)).await;
-    e.publish(&t, (0..10).map(record).collect()).await.unwrap();
+    let published = e.publish_ids(&t, (0..10).map(record).collect()).await.unwrap();
+    assert_eq!(published.len(), 10);
     let got = receive_n(&e, "g", &t, 10).await;
     assert_eq!(got.len(), 10);
+    // A record is received under the id its publish returned.
+    let mut received = ids(&got);
+    received.sort_unstable();
+    let mut expected = published.clone();
+    expected.sort_unstable();
+    assert_eq!(received, expected);
     let mut ns: Vec<usize> = got.iter().map(n_of).collect();
     ns.sort_unstable();
     assert_eq!(ns, (0..10).collect::<Vec<_>>());

@@ -64,10 +64,14 @@ impl Bus for RemoteBus {
         })
     }
 
-    fn publish<'a>(&'a self, topic: &'a str, records: Vec<OutRecord>) -> BoxFuture<'a, Result<(), BusError>> {
+    fn publish_ids<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<Vec<(u32, u64)>, BusError>> {
         Box::pin(async move {
             if records.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
             let mut out = Vec::with_capacity(records.len());
             for r in records {
@@ -80,8 +84,8 @@ impl Bus for RemoteBus {
                 }
                 out.push(p);
             }
-            self.0.publish(topic, &out).await.map_err(remote)?;
-            Ok(())
+            let produced = self.0.publish(topic, &out).await.map_err(remote)?;
+            Ok(produced.into_iter().map(|p| (p.partition, p.offset)).collect())
         })
     }
 

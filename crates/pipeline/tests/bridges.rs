@@ -244,7 +244,11 @@ impl Bus for Flaky {
         self.inner.ensure_group(group, topic, settings)
     }
 
-    fn publish<'a>(&'a self, topic: &'a str, records: Vec<OutRecord>) -> BoxFuture<'a, Result<(), BusError>> {
+    fn publish_ids<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<Vec<(u32, u64)>, BusError>> {
         if topic == self.topic
             && self
                 .failures
@@ -258,7 +262,7 @@ impl Bus for Flaky {
                 })
             });
         }
-        self.inner.publish(topic, records)
+        self.inner.publish_ids(topic, records)
     }
 
     fn receive<'a>(

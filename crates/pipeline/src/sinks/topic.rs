@@ -169,11 +169,11 @@ pub(crate) mod tests {
         ) -> BoxFuture<'a, Result<(), BusError>> {
             Box::pin(async { Ok(()) })
         }
-        fn publish<'a>(
+        fn publish_ids<'a>(
             &'a self,
             topic: &'a str,
             records: Vec<OutRecord>,
-        ) -> BoxFuture<'a, Result<(), BusError>> {
+        ) -> BoxFuture<'a, Result<Vec<(u32, u64)>, BusError>> {
             Box::pin(async move {
                 match self.fail_publish.load(std::sync::atomic::Ordering::SeqCst) {
                     FAIL_TRANSIENT => return Err(unreachable().await),
@@ -186,8 +186,10 @@ pub(crate) mod tests {
                     _ => {}
                 }
                 let mut published = self.published.lock().unwrap();
+                let first = published.len() as u64;
+                let ids = (first..first + records.len() as u64).map(|o| (0, o)).collect();
                 published.extend(records.into_iter().map(|r| (topic.to_owned(), r)));
-                Ok(())
+                Ok(ids)
             })
         }
         fn receive<'a>(
