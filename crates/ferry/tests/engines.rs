@@ -212,3 +212,159 @@ url = "http://127.0.0.1:{hook_port}/hook"
     ns.sort_unstable();
     assert_eq!(ns, vec![0, 1, 2, 3, 4]);
 }
+
+/// The `/v1` routes that run on every engine, and the CLI commands on them: topics, publish, queue
+/// groups with receive, ack, nack and extend; the others answer 501.
+fn api_on(engine_line: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("api.toml");
+    std::fs::write(&config, format!("[engine]\n{engine_line}\n")).unwrap();
+    let up = up(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let call = |method: &str, path: &str, body: &str| {
+        let r = http(&up.url, method, path, Some("application/json"), body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+        (r.status, v, r.body)
+    };
+    let (s, v, _) = call("POST", "/v1/topics", r#"{"name": "orders"}"#);
+    assert_eq!((s, v["name"].as_str()), (201, Some("orders")));
+    let (s, _, b) = call(
+        "PUT",
+        "/v1/queues/billing/topics/orders",
+        r#"{"visibility_timeout_ms": 30000}"#,
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, v, b) = call(
+        "POST",
+        "/v1/topics/orders/records",
+        r#"[{"key": "alice", "headers": {"type": "created"}, "value": {"id": 1}}, {"value": {"id": 2}}]"#,
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(v["offsets"].as_array().unwrap().len(), 2);
+    // What an engine cannot take is named.
+    let (s, v, _) = call(
+        "POST",
+        "/v1/topics/orders/records",
+        r#"{"partition": 3, "value": 1}"#,
+    );
+    assert_eq!((s, v["field"].as_str()), (400, Some("records[0].partition")));
+
+    let receive = || {
+        let (s, v, b) = call(
+            "POST",
+            "/v1/queues/billing/topics/orders/receive",
+            r#"{"max_records": 10, "max_wait_ms": 5000}"#,
+        );
+        assert_eq!(s, 200, "{b}");
+        v["records"].as_array().unwrap().clone()
+    };
+    let mut got = receive();
+    if got.len() < 2 {
+        got.extend(receive());
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    let first = got.iter().find(|r| r["value"]["id"] == 1).unwrap();
+    let second = got.iter().find(|r| r["value"]["id"] == 2).unwrap();
+    assert_eq!(
+        (first["key"].as_str(), first["headers"]["type"].as_str()),
+        (Some("alice"), Some("created"))
+    );
+    assert_eq!(first["delivery_count"], 1);
+    let id = |r: &serde_json::Value| {
+        format!(
+            r#"{{"partition": {}, "offset": {}}}"#,
+            r["partition"], r["offset"]
+        )
+    };
+    let (s, _, b) = call(
+        "POST",
+        "/v1/queues/billing/topics/orders/ack",
+        &format!(r#"{{"records": [{}]}}"#, id(first)),
+    );
+    assert_eq!(s, 204, "{b}");
+    let (s, v, _) = call(
+        "POST",
+        "/v1/queues/billing/topics/orders/ack",
+        &format!(r#"{{"records": [{}]}}"#, id(first)),
+    );
+    assert_eq!((s, v["error"].as_str()), (409, Some("not_leased")));
+    let (s, _, b) = call(
+        "POST",
+        "/v1/queues/billing/topics/orders/nack",
+        &format!(r#"{{"records": [{}]}}"#, id(second)),
+    );
+    assert_eq!(s, 204, "{b}");
+    let again = receive();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(
+        (
+            again[0]["value"]["id"].as_i64(),
+            again[0]["delivery_count"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
+    let body = format!(
+        r#"{{"records": [{}], "visibility_timeout_ms": 60000}}"#,
+        id(&again[0])
+    );
+    let (s, _, b) = call("POST", "/v1/queues/billing/topics/orders/extend", &body);
+    assert_eq!(s, 204, "{b}");
+    let (s, _, b) = call(
+        "POST",
+        "/v1/queues/billing/topics/orders/ack",
+        &format!(r#"{{"records": [{}]}}"#, id(&again[0])),
+    );
+    assert_eq!(s, 204, "{b}");
+
+    // The CLI speaks the same API.
+    let ferry = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .args(["--url", &up.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ferry(&["send", "--topic", "orders", r#"{"id": 3}"#]);
+    let line = ferry(&[
+        "queue",
+        "receive",
+        "--topic",
+        "orders",
+        "--group",
+        "billing",
+        "--wait-ms",
+        "5000",
+        "--ack",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(v["value"]["id"], 3);
+
+    // Everything else says it is not there yet.
+    let (s, v, _) = call("GET", "/v1/topics", "");
+    assert_eq!((s, v["error"].as_str()), (501, Some("engine_unsupported")));
+}
+
+#[test]
+fn the_api_on_nats() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    api_on(&format!("nats = {{ url = \"{}\" }}", nats.url()));
+}
+
+#[test]
+fn the_api_on_rabbitmq() {
+    let Some(rabbit) = require(RabbitServer::start(), "rabbitmq-server") else {
+        return;
+    };
+    api_on(&format!("rabbitmq = {{ url = \"{}\" }}", rabbit.url()));
+}

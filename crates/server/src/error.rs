@@ -108,6 +108,13 @@ pub enum ApiError {
         /// The subscription.
         name: String,
     },
+    /// An engine other than the embedded broker refused or failed.
+    Engine {
+        /// The engine's error.
+        error: ferry_broker::engine::EngineError,
+        /// The request field it is about, if the handler knows it.
+        field: Option<String>,
+    },
     /// Something failed that is not the client's fault (a panicked task).
     Internal {
         /// What failed.
@@ -154,6 +161,21 @@ impl ApiError {
                 (S::UNAUTHORIZED, "unauthorized", Some("authorization".into()))
             }
             Self::ReadOnlyToken { .. } => (S::FORBIDDEN, "forbidden", Some("authorization".into())),
+            Self::Engine { error, field } => {
+                use ferry_broker::engine::EngineError as E;
+                let (status, code, default_field) = match error {
+                    E::Broker(e) => broker_parts(e),
+                    E::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "engine_unavailable", None),
+                    E::Refused { .. } => (S::UNPROCESSABLE_ENTITY, "engine_refused", None),
+                    E::NotLeased { .. } => (S::CONFLICT, "not_leased", None),
+                    E::Unsupported { .. } => (S::NOT_IMPLEMENTED, "engine_unsupported", None),
+                };
+                (
+                    status,
+                    code,
+                    field.clone().or_else(|| default_field.map(Into::into)),
+                )
+            }
             Self::Broker { error, field } => {
                 let (status, code, default_field) = broker_parts(error);
                 (
@@ -238,6 +260,7 @@ impl fmt::Display for ApiError {
             Self::RouteNotFound { method, path } => write!(f, "no route for {method} {path}"),
             Self::MethodNotAllowed { method, path } => write!(f, "{path} does not take {method}"),
             Self::Broker { error, .. } => error.fmt(f),
+            Self::Engine { error, .. } => error.fmt(f),
             Self::SubscriptionExists { topic, name } => write!(
                 f,
                 "subscription `{name}` of topic `{topic}` already exists with other settings"

@@ -100,10 +100,34 @@ pub struct ServerOptions {
     /// More routes served beside the API (pipelines' `http` sources), behind the same tokens and
     /// metrics; they must not overlap the API's paths.
     pub routes: Option<Router>,
-    /// The engine the records live in when it is not the embedded broker (`nats`, `rabbitmq`): the
-    /// `/v1` API, which serves the embedded broker, then answers 501 `engine_unsupported` instead of
-    /// showing topics that are not the ones in use. `/healthz`, `/metrics` and `routes` still work.
-    pub engine: Option<String>,
+    /// The engine the records live in when it is not the embedded broker (`nats`, `rabbitmq`). Then
+    /// the routes that run on any engine (create a topic, publish, create a queue group, receive, ack,
+    /// nack, extend) use it, and every other `/v1` route answers 501 `engine_unsupported` instead of
+    /// showing the embedded broker's topics. `/healthz`, `/metrics` and `routes` work as ever.
+    pub engine: Option<EngineRef>,
+}
+
+/// An engine other than the embedded broker, and its name.
+#[derive(Debug, Clone)]
+pub struct EngineRef {
+    /// `nats`, `rabbitmq`.
+    pub name: String,
+    /// The engine.
+    pub engine: ferry_broker::engine::SharedEngine,
+}
+
+/// True for the `/v1` routes that run on any engine.
+fn runs_on_any_engine(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        (&Method::POST, ["v1", "topics"] | ["v1", "topics", _, "records"]) => true,
+        (&Method::PUT, ["v1", "queues", _, "topics", _]) => true,
+        (&Method::POST, ["v1", "queues", _, "topics", _, op]) => {
+            matches!(*op, "receive" | "ack" | "nack" | "extend")
+        }
+        _ => false,
+    }
 }
 
 impl ServerOptions {
@@ -119,8 +143,9 @@ impl ServerOptions {
 /// The routes wrapped in the middleware. Layered on the finished router, so that no route added to
 /// `api::routes` can miss authentication; `Router::layer` wraps each route, so the metrics middleware
 /// sees the matched route template.
-fn app(state: AppState, tokens: Tokens, extra: Option<Router>, engine: Option<String>) -> Router {
+fn app(state: AppState, tokens: Tokens, extra: Option<Router>) -> Router {
     let metrics = state.metrics().clone();
+    let engine = state.engine().map(|e| e.name.clone());
     let mut router = api::routes(state);
     if let Some(engine) = engine {
         router = router.layer(axum::middleware::from_fn_with_state(
@@ -143,14 +168,15 @@ async fn engine_gate(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if !request.uri().path().starts_with("/v1/") {
+    let path = request.uri().path();
+    if !path.starts_with("/v1/") || runs_on_any_engine(request.method(), path) {
         return next.run(request).await;
     }
     let body = serde_json::json!({
         "error": "engine_unsupported",
         "message": format!(
-            "this ferry runs on the {engine} engine; the /v1 API serves the embedded engine only so far \
-             (docs/engines.md): use the pipelines' own routes, or {engine}'s own clients"
+            "this ferry runs on the {engine} engine, on which the /v1 API serves only creating topics \
+             and queue groups, publishing, and receive/ack/nack/extend so far (docs/engines.md)"
         ),
         "field": null,
     });
@@ -165,8 +191,8 @@ pub fn router(broker: Broker) -> Router {
 
 /// [`router`] with options: tokens and metrics.
 pub fn router_with(broker: Broker, options: ServerOptions) -> Router {
-    let (state, _gone) = AppState::new(broker, options.metrics);
-    app(state, options.tokens, options.routes, options.engine)
+    let (state, _gone) = AppState::new(broker, options.metrics, options.engine.clone());
+    app(state, options.tokens, options.routes)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then shuts down gracefully: stops accepting,
@@ -203,10 +229,10 @@ where
             "bearer tokens required"
         );
     }
-    let (state, mut gone) = AppState::new(broker.clone(), options.metrics);
+    let (state, mut gone) = AppState::new(broker.clone(), options.metrics, options.engine.clone());
     let token = state.shutdown().clone();
     let tasks = state.tasks().clone();
-    let app = app(state, options.tokens, options.routes, options.engine);
+    let app = app(state, options.tokens, options.routes);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -22,6 +22,8 @@ const WAIT_SLICE: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 struct Inner {
     broker: Broker,
+    /// The engine records live in when it is not the embedded broker.
+    engine: Option<crate::EngineRef>,
     metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -35,10 +37,15 @@ pub(crate) struct AppState(Arc<Inner>);
 
 impl AppState {
     /// The state and the receiver that sees it gone (`recv()` returns `None` once every clone dropped).
-    pub fn new(broker: Broker, metrics: Metrics) -> (Self, mpsc::Receiver<()>) {
+    pub fn new(
+        broker: Broker,
+        metrics: Metrics,
+        engine: Option<crate::EngineRef>,
+    ) -> (Self, mpsc::Receiver<()>) {
         let (alive, gone) = mpsc::channel(1);
         let inner = Inner {
             broker,
+            engine,
             metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -49,6 +56,12 @@ impl AppState {
 
     pub fn broker(&self) -> &Broker {
         &self.0.broker
+    }
+
+    /// The engine records live in, when it is not the embedded broker: the handlers that run on any
+    /// engine use it instead of [`Self::broker`].
+    pub fn engine(&self) -> Option<&crate::EngineRef> {
+        self.0.engine.as_ref()
     }
 
     /// Where handlers count records in and out: `records_in`, `records_out`.

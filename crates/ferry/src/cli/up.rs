@@ -82,7 +82,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                         .await
                         .with_context(|| format!("topics.{topic}: on the {name} engine"))?;
                 }
-                options.engine = Some(name.to_string());
+                options.engine = Some(ferry_server::EngineRef {
+                    name: name.to_string(),
+                    engine: engine.clone(),
+                });
                 engine
             }
         };

@@ -1,6 +1,7 @@
 //! The routes of the API and their handlers, one module per resource.
 
 mod groups;
+mod on_engine;
 mod queues;
 mod records;
 mod subscriptions;

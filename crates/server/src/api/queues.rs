@@ -46,6 +46,7 @@ use ferry_broker::{Broker, BrokerError, QueueConfig, QueueInfo, ReceiveOptions};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::on_engine::{self, Settle};
 use super::records::MAX_WAIT_MS;
 use crate::error::ApiError;
 use crate::extract::{Body, Object, PathParams, parse_object, parse_object_or_default};
@@ -86,6 +87,9 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let bytes = body.json_only()?;
     let config: QueueConfig = parse_object_or_default(&bytes)?;
+    if let Some(e) = state.engine() {
+        return on_engine::create_queue(&state, e, group, topic, config).await;
+    }
     // The broker answers alike whether it created the group or found it; only a look first tells.
     let existed = state.broker().queue_info(&group, &topic).is_ok();
     let broker = state.broker().clone();
@@ -211,6 +215,31 @@ pub(super) async fn receive(
         .visibility_timeout_ms
         .map(|v| in_range("visibility_timeout_ms", v, 1..=MAX_VISIBILITY_MS))
         .transpose()?;
+    if let Some(e) = state.engine() {
+        let got = on_engine::receive(
+            &state,
+            e,
+            group,
+            topic.clone(),
+            max_records as usize,
+            Duration::from_millis(max_wait_ms),
+            visibility.map(Duration::from_millis),
+        )
+        .await?;
+        state.metrics().records_out(&topic, got.iter().map(|r| &r.record));
+        let records = got
+            .iter()
+            .map(|r| LeasedOut {
+                record: RecordOut {
+                    topic: &topic,
+                    record: &r.record,
+                },
+                delivery_count: r.deliveries,
+                lease_expires_ms: r.lease_expires_ms,
+            })
+            .collect();
+        return Ok(Json(Received { records }).into_response());
+    }
     let options = ReceiveOptions {
         // In range, so the cast cannot truncate.
         max_records: max_records as usize,
@@ -321,6 +350,7 @@ pub(super) async fn ack(
         group,
         topic,
         records,
+        Settle::Ack,
         |broker, group, topic, records| async move { broker.ack(&group, &topic, &records).await },
     )
     .await
@@ -351,9 +381,14 @@ pub(super) async fn nack(
     let bytes = body.json_only()?;
     let NackBody { records, delay_ms } = parse_object(&bytes)?;
     let delay = Duration::from_millis(in_range("delay_ms", delay_ms, 0..=MAX_VISIBILITY_MS)?);
-    settle(&state, group, topic, records, move |broker, group, topic, records| async move {
-        broker.nack(&group, &topic, &records, delay).await
-    })
+    settle(
+        &state,
+        group,
+        topic,
+        records,
+        Settle::Nack(delay),
+        move |broker, group, topic, records| async move { broker.nack(&group, &topic, &records, delay).await },
+    )
     .await
 }
 
@@ -393,6 +428,7 @@ pub(super) async fn extend(
         group,
         topic,
         records,
+        Settle::Extend(visibility),
         move |broker, group, topic, records| async move {
             broker.extend(&group, &topic, &records, visibility).await
         },
@@ -406,6 +442,7 @@ async fn settle<F, Fut>(
     group: String,
     topic: String,
     records: Vec<Object<RecordRef>>,
+    how: Settle,
     op: F,
 ) -> Result<StatusCode, ApiError>
 where
@@ -418,9 +455,12 @@ where
             message: "must not be empty".into(),
         });
     }
+    let pairs: Vec<(u32, u64)> = records.iter().map(|r| (r.0.partition, r.0.offset)).collect();
+    if let Some(e) = state.engine() {
+        return on_engine::settle(state, e, group, topic, pairs, how).await;
+    }
     // The broker answers `not_leased` for a group it does not know; 404 says what is wrong.
     state.broker().queue_info(&group, &topic)?;
-    let pairs: Vec<(u32, u64)> = records.iter().map(|r| (r.0.partition, r.0.offset)).collect();
     let fut = op(state.broker().clone(), group, topic, pairs.clone());
     match state.detached(fut).await? {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

@@ -110,8 +110,12 @@ pub(super) async fn publish(
     let records = parse_publish(body.kind, &body.bytes)?;
     // Kept to say which record the broker refused: it names a partition or a size, not an index.
     let shapes: Vec<(Option<u32>, usize)> = records.iter().map(|r| (r.partition, record_size(r))).collect();
-    let (broker, metrics) = (state.broker().clone(), state.metrics().clone());
     let (count, bytes) = (shapes.len(), shapes.iter().map(|(_, size)| size).sum());
+    if let Some(e) = state.engine() {
+        let offsets = super::on_engine::publish(&state, e, topic, records, bytes).await?;
+        return Ok(Json(Offsets { offsets }));
+    }
+    let (broker, metrics) = (state.broker().clone(), state.metrics().clone());
     match state
         .detached(async move {
             let published = broker.publish(&topic, records).await;

@@ -49,6 +49,9 @@ pub(super) async fn create(State(state): State<AppState>, body: Body) -> Result<
     };
     // Everything but the name is the topic's config, with its defaults and its refusal of unknown keys.
     let config: TopicConfig = from_value(Value::Object(object), "")?;
+    if let Some(e) = state.engine() {
+        return super::on_engine::create_topic(&state, e, name, config).await;
+    }
     let broker = state.broker().clone();
     let n = name.clone();
     let info = state
