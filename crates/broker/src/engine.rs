@@ -329,3 +329,118 @@ impl Engine for Broker {
         Box::pin(async move { Ok(self.extend(group, topic, ids, visibility).await?) })
     }
 }
+
+/// An engine whose queue groups may have filter policies applied by ferry itself: subscriptions on an
+/// engine that cannot filter JSON bodies or headers the SNS way (NATS JetStream, RabbitMQ). A receive
+/// acks the records of a filtered group that do not match and returns the others, so every ferry
+/// process that receives for the group must know its filter (each reads the same `[subscriptions]`).
+#[derive(Debug)]
+pub struct Filtered {
+    inner: SharedEngine,
+    filters: std::sync::RwLock<std::collections::HashMap<(String, String), crate::FilterPolicy>>,
+}
+
+impl Filtered {
+    /// `inner` without filters yet.
+    pub fn new(inner: SharedEngine) -> Self {
+        Self {
+            inner,
+            filters: std::sync::RwLock::default(),
+        }
+    }
+
+    /// Records of `group` on `topic` that `policy` refuses are acked unseen from now on.
+    pub fn set_filter(&self, group: &str, topic: &str, policy: crate::FilterPolicy) {
+        if let Ok(mut f) = self.filters.write() {
+            f.insert((group.to_owned(), topic.to_owned()), policy);
+        }
+    }
+
+    fn filter(&self, group: &str, topic: &str) -> Option<crate::FilterPolicy> {
+        let f = self.filters.read().ok()?;
+        f.get(&(group.to_owned(), topic.to_owned())).cloned()
+    }
+}
+
+impl Engine for Filtered {
+    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.ensure_topic(topic)
+    }
+
+    fn ensure_group<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        settings: GroupSettings,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.ensure_group(group, topic, settings)
+    }
+
+    fn publish_ids<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<Vec<(u32, u64)>, EngineError>> {
+        self.inner.publish_ids(topic, records)
+    }
+
+    fn receive<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>> {
+        Box::pin(async move {
+            let got = self.inner.receive(group, topic, max, wait).await?;
+            let Some(policy) = self.filter(group, topic) else {
+                return Ok(got);
+            };
+            let (keep, skip): (Vec<InRecord>, Vec<InRecord>) = got.into_iter().partition(|r| {
+                let headers: Vec<Header> = r
+                    .headers
+                    .iter()
+                    .map(|(key, value)| Header {
+                        key: key.clone(),
+                        value: Bytes::from(value.clone()),
+                    })
+                    .collect();
+                policy.matches(&headers, &r.value)
+            });
+            if !skip.is_empty() {
+                let ids: Vec<(u32, u64)> = skip.iter().map(InRecord::id).collect();
+                self.inner.ack(group, topic, &ids).await?;
+            }
+            Ok(keep)
+        })
+    }
+
+    fn ack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.ack(group, topic, ids)
+    }
+
+    fn nack<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.nack(group, topic, ids, delay)
+    }
+
+    fn extend<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        ids: &'a [(u32, u64)],
+        visibility: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.extend(group, topic, ids, visibility)
+    }
+}

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use ferry_broker::engine::SharedEngine;
+use ferry_broker::engine::{Engine as _, GroupSettings, SharedEngine};
 
-use crate::config::EngineConfig;
+use crate::config::{Config, EngineConfig};
 
 /// Connects to the engine `config` names; `None` for the embedded one.
 ///
@@ -26,6 +26,43 @@ pub async fn connect(config: &EngineConfig) -> anyhow::Result<Option<SharedEngin
                 .with_context(|| format!("[engine] rabbitmq: cannot connect to {}", redact(url)))?,
         )),
     })
+}
+
+/// `engine` with the queue groups of `[subscriptions]` made, their filter policies applied by ferry
+/// (engines other than the embedded one cannot filter JSON bodies the SNS way).
+///
+/// # Errors
+/// A stream subscription (stream groups do not run on these engines yet), a bad filter policy, the
+/// engine refusing a topic or group.
+pub async fn with_subscriptions(engine: SharedEngine, config: &Config) -> anyhow::Result<SharedEngine> {
+    if config.subscriptions.is_empty() {
+        return Ok(engine);
+    }
+    let name = config.engine.name();
+    let filtered = ferry_broker::engine::Filtered::new(engine);
+    for (sub, s) in &config.subscriptions {
+        let at = || format!("subscriptions.{sub}");
+        if s.kind != ferry_broker::SubscriptionKind::Queue {
+            anyhow::bail!(
+                "{}: kind = \"stream\" is not supported on the {name} engine yet (docs/engines.md); use \"queue\"",
+                at()
+            );
+        }
+        filtered.ensure_topic(&s.topic).await.with_context(at)?;
+        let settings = GroupSettings {
+            visibility: std::time::Duration::from_millis(s.queue.visibility_timeout_ms),
+            max_in_flight: s.queue.max_in_flight,
+        };
+        filtered
+            .ensure_group(sub, &s.topic, settings)
+            .await
+            .with_context(at)?;
+        if let Some(policy) = &s.filter_policy {
+            let policy = ferry_broker::FilterPolicy::parse(policy, s.filter_scope).with_context(at)?;
+            filtered.set_filter(sub, &s.topic, policy);
+        }
+    }
+    Ok(Arc::new(filtered))
 }
 
 /// `url` without its password, for messages and logs.

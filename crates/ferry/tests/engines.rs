@@ -218,7 +218,14 @@ url = "http://127.0.0.1:{hook_port}/hook"
 fn api_on(engine_line: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("api.toml");
-    std::fs::write(&config, format!("[engine]\n{engine_line}\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[engine]\n{engine_line}\n\n[subscriptions.eu-orders]\ntopic = \"orders\"\nkind = \"queue\"\n\
+             filter_policy = {{ region = [\"eu\"] }}\n"
+        ),
+    )
+    .unwrap();
     let up = up(
         dir.path(),
         &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
@@ -347,6 +354,37 @@ fn api_on(engine_line: &str) {
     ]);
     let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!(v["value"]["id"], 3);
+
+    // The subscription gets only what its filter policy lets through (ferry filters on these engines).
+    let (s, _, b) = call(
+        "POST",
+        "/v1/topics/orders/records",
+        r#"[{"value": {"region": "eu", "n": 1}}, {"value": {"region": "us", "n": 2}}, {"value": {"region": "eu", "n": 3}}]"#,
+    );
+    assert_eq!(s, 200, "{b}");
+    let mut eu = Vec::new();
+    for _ in 0..5 {
+        let (s, v, b) = call(
+            "POST",
+            "/v1/queues/eu-orders/topics/orders/receive",
+            r#"{"max_records": 10, "max_wait_ms": 1000}"#,
+        );
+        assert_eq!(s, 200, "{b}");
+        eu.extend(
+            v["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["value"].clone()),
+        );
+        if eu.len() >= 2 {
+            break;
+        }
+    }
+    let mut ns: Vec<i64> = eu.iter().map(|v| v["n"].as_i64().unwrap()).collect();
+    ns.sort_unstable();
+    assert_eq!(ns, vec![1, 3], "{eu:?}");
+    assert!(eu.iter().all(|v| v["region"] == "eu"), "{eu:?}");
 
     // Everything else says it is not there yet.
     let (s, v, _) = call("GET", "/v1/topics", "");

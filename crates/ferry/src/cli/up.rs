@@ -70,18 +70,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             }
             Some(engine) => {
                 let name = config.engine.name();
-                if let Some(s) = config.subscriptions.keys().next() {
-                    bail!(
-                        "subscriptions.{s}: subscriptions are not supported on the {name} engine yet \
-                         (docs/engines.md)"
-                    );
-                }
                 for topic in config.topics.keys() {
                     engine
                         .ensure_topic(topic)
                         .await
                         .with_context(|| format!("topics.{topic}: on the {name} engine"))?;
                 }
+                let engine = crate::engine::with_subscriptions(engine, &config).await?;
                 options.engine = Some(ferry_server::EngineRef {
                     name: name.to_string(),
                     engine: engine.clone(),
