@@ -409,7 +409,10 @@ impl Engine for Filtered {
             });
             if !skip.is_empty() {
                 let ids: Vec<(u32, u64)> = skip.iter().map(InRecord::id).collect();
-                self.inner.ack(group, topic, &ids).await?;
+                // Not fatal: the records come again and are filtered again; `keep` is held by now.
+                if let Err(e) = self.inner.ack(group, topic, &ids).await {
+                    tracing::warn!(%group, %topic, error = %e, "could not ack records the filter policy skips");
+                }
             }
             Ok(keep)
         })

@@ -143,8 +143,14 @@ const MAX_PENDING: usize = 64 * 1024;
 async fn send_lines(client: Client, topic: String, template: Template) -> Result<()> {
     // Asked first: an unknown topic fails before stdin is read, and a line too large for the topic is
     // refused by number, before it could fail the lines batched with it.
-    let info = client.describe_topic(&topic).await?;
-    if let Some(p) = template.partition
+    // A ferry on NATS or RabbitMQ cannot describe topics (501): the server checks each batch instead.
+    let info = match client.describe_topic(&topic).await {
+        Ok(info) => Some(info),
+        Err(e) if e.code() == Some("engine_unsupported") => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(info) = &info
+        && let Some(p) = template.partition
         && p as usize >= info.partitions.len()
     {
         bail!(
@@ -153,7 +159,7 @@ async fn send_lines(client: Client, topic: String, template: Template) -> Result
             info.partitions.len().saturating_sub(1)
         );
     }
-    let max_record_bytes = info.config.max_record_bytes.map(|b| b as usize);
+    let max_record_bytes = info.and_then(|i| i.config.max_record_bytes).map(|b| b as usize);
 
     let (line_tx, line_rx) = mpsc::channel(1024);
     std::thread::Builder::new()

@@ -4,7 +4,7 @@
 //!
 //! The answers have the embedded engine's shapes, with what an engine cannot say filled in plainly:
 //! one partition, `0` for sizes and counts it does not report, and a lease end estimated as now plus
-//! the group's visibility.
+//! the requested visibility (30 s when none was asked for).
 
 use std::time::Duration;
 
@@ -41,6 +41,18 @@ pub(super) async fn create_topic(
     config: TopicConfig,
 ) -> Result<Response, ApiError> {
     ferry_broker::validate_name("name", &name).map_err(|error| ApiError::Broker { error, field: None })?;
+    config
+        .validate()
+        .map_err(|error| ApiError::Broker { error, field: None })?;
+    if config.partitions != 1 {
+        return Err(ApiError::Broker {
+            error: ferry_broker::BrokerError::InvalidConfig {
+                field: "partitions",
+                message: format!("the {} engine has one partition per topic", e.name),
+            },
+            field: None,
+        });
+    }
     let engine = e.engine.clone();
     let n = name.clone();
     state
@@ -202,6 +214,13 @@ pub(super) async fn receive(
     max_wait: Duration,
     visibility: Option<Duration>,
 ) -> Result<Vec<Received>, ApiError> {
+    // As on the embedded engine, a receive on a group that does not exist makes it with the defaults.
+    let engine = e.engine.clone();
+    let (g, t) = (group.clone(), topic.clone());
+    state
+        .detached(async move { engine.ensure_group(&g, &t, GroupSettings::default()).await })
+        .await?
+        .map_err(failed)?;
     let got = state
         .long_poll(max_wait, |wait| {
             let (state, engine) = (state.clone(), e.engine.clone());
