@@ -449,3 +449,38 @@ fn the_api_on_rabbitmq() {
     };
     api_on(&format!("rabbitmq = {{ url = \"{}\" }}", rabbit.url()));
 }
+
+/// A `[topics.NAME]` with settings an engine cannot honour stops `ferry up` with a message naming it.
+#[test]
+fn topics_with_partitions_are_refused_on_nats() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wide.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[engine]\nnats = {{ url = \"{}\" }}\n\n[topics.wide]\npartitions = 4\n",
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .current_dir(dir.path())
+        .args([
+            "up",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("topics.wide") && err.contains("one partition"),
+        "{err}"
+    );
+}

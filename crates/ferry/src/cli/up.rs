@@ -70,7 +70,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             }
             Some(engine) => {
                 let name = config.engine.name();
-                for topic in config.topics.keys() {
+                for (topic, settings) in &config.topics {
+                    if settings.partitions != 1 {
+                        bail!("topics.{topic}: partitions = {}: the {name} engine has one partition per topic", settings.partitions);
+                    }
+                    if *settings != TopicConfig::default() {
+                        tracing::warn!(%topic, engine = name, "only the name of [topics.{topic}] is used on this engine; its other settings are the engine's own");
+                    }
                     engine
                         .ensure_topic(topic)
                         .await
