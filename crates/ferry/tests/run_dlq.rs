@@ -6,49 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, post, records, up, wait_for, webhook};
-
-struct Stage(Child);
-
-impl Drop for Stage {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
+use common::{Run, free_port, post, records, run, up, wait_for, webhook};
 
 /// `ferry run` of one stage; `WORKER` is set to `worker` so a record shows which process mapped it.
-fn run_stage(config: &std::path::Path, stage: &str, url: &str, worker: &str) -> Stage {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .env("WORKER", worker)
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--pipeline",
-            "hook",
-            "--stage",
-            stage,
-            "--url",
-            url,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v["stage"], stage);
-    Stage(child)
+fn run_stage(config: &std::path::Path, stage: &str, url: &str, worker: &str) -> Run {
+    run(config, "hook", stage, &["--url", url], &[("WORKER", worker)])
 }
 
 #[test]

@@ -10,11 +10,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Up, free_port, metric, post, up, wait_for, webhook};
+use common::{Run, Up, free_port, metric, post, run, up, wait_for, webhook};
 use ferry_engines::servers::{NatsServer, require};
 
 const RECORDS: usize = 300;
@@ -42,46 +40,18 @@ url = "http://127.0.0.1:{hook_port}/hook"
     )
 }
 
-/// `ferry run` of the source stage: it only takes records in.
-struct Ingest {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ingest(file: &std::path::Path, nats_url: &str) -> Ingest {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "run",
-            "--config",
-            file.to_str().unwrap(),
-            "--pipeline",
-            "work",
-            "--stage",
-            "in",
-        ])
-        .env("NATS_URL", nats_url)
-        .env("WORKER", "ingest")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v["engine"], "nats");
-    Ingest {
-        child,
-        url: v["listening"].as_str().unwrap().to_string(),
-    }
+/// `ferry run` of the source stage: it only takes records in, on its own port.
+fn ingest(file: &std::path::Path, nats_url: &str) -> (Run, String) {
+    let run = run(
+        file,
+        "work",
+        "in",
+        &[],
+        &[("NATS_URL", nats_url), ("WORKER", "ingest")],
+    );
+    assert_eq!(run.line["engine"], "nats");
+    let url = run.line["listening"].as_str().unwrap().to_string();
+    (run, url)
 }
 
 #[test]
@@ -107,11 +77,11 @@ fn three_processes_share_a_pipeline_and_survive_a_sigkill() {
     };
     let mut b = worker(1, "b");
     let c = worker(2, "c");
-    let a = ingest(&file(0), &url);
+    let (_a, a_url) = ingest(&file(0), &url);
 
     // Everything goes in through a, on its own port.
     for n in 0..RECORDS {
-        let r = post(&a.url, "/in", &format!(r#"{{"n": {n}}}"#));
+        let r = post(&a_url, "/in", &format!(r#"{{"n": {n}}}"#));
         assert_eq!(r.status, 200, "{}", r.body);
     }
     // The webhook is down: b and c each hold records in their sink's retry loop.

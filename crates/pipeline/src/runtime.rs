@@ -600,6 +600,20 @@ impl Worker {
         held.ids.retain(|id| !ids.contains(id));
     }
 
+    /// Publishes dead letters to `<pipeline>.dlq` (retrying until it works or the stage stops) and counts
+    /// them as failed; false when the stage stopped first.
+    async fn send_dead(&self, held: &mut Held, dead: Vec<OutRecord>) -> bool {
+        let (dlq, count) = (dlq_topic(&self.pipeline), dead.len() as u64);
+        if !self
+            .persist("dead-letter", held, || self.bus.publish(&dlq, dead.clone()))
+            .await
+        {
+            return false;
+        }
+        self.metrics.failed.inc_by(count);
+        true
+    }
+
     /// The dead letter for `event` (or the raw record when it did not decode).
     fn dead_letter(&self, record: &InRecord, error: &StageError, attempts: u32) -> OutRecord {
         let mut headers: Vec<(String, String)> = record
@@ -831,17 +845,10 @@ impl Worker {
                     }
                     Err((e, attempts)) => {
                         tracing::warn!(pipeline = %self.pipeline, stage = %self.stage.name, offset = r.offset, error = %e, "dead-lettering a record");
-                        let dl = self.dead_letter(r, &e, attempts);
-                        let dlq = dlq_topic(&self.pipeline);
-                        if !self
-                            .persist("dead-letter", &mut held, || {
-                                self.bus.publish(&dlq, vec![dl.clone()])
-                            })
-                            .await
-                        {
+                        let dead = vec![self.dead_letter(r, &e, attempts)];
+                        if !self.send_dead(&mut held, dead).await {
                             return;
                         }
-                        self.metrics.failed.inc();
                     }
                 }
                 self.ack(&mut held, &[r.id()]).await;
@@ -894,17 +901,9 @@ impl Worker {
                         pending.push((r, e));
                     }
                     Err(e) => {
-                        let dl = self.dead_letter(&r, &e, 1);
-                        let dlq = dlq_topic(&self.pipeline);
-                        if !self
-                            .persist("dead-letter", &mut held, || {
-                                self.bus.publish(&dlq, vec![dl.clone()])
-                            })
-                            .await
-                        {
+                        if !self.send_dead(&mut held, vec![self.dead_letter(&r, &e, 1)]).await {
                             return;
                         }
-                        self.metrics.failed.inc();
                         self.ack(&mut held, &[r.id()]).await;
                     }
                 }
@@ -936,14 +935,9 @@ impl Worker {
                     .iter()
                     .map(|(r, _)| self.dead_letter(r, &e, attempts))
                     .collect();
-                let dlq = dlq_topic(&self.pipeline);
-                if !self
-                    .persist("dead-letter", held, || self.bus.publish(&dlq, dead.clone()))
-                    .await
-                {
+                if !self.send_dead(held, dead).await {
                     return false;
                 }
-                self.metrics.failed.inc_by(events.len() as u64);
             }
         }
         self.ack(held, &ids).await;

@@ -75,6 +75,53 @@ pub fn up(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Up {
     }
 }
 
+/// A running `ferry run` of one stage, stopped with SIGTERM when dropped.
+pub struct Run {
+    pub child: Child,
+    pub line: Value,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ferry run --config CONFIG --pipeline P --stage S ARGS` with `env`, and waits for its first
+/// line (it runs then).
+pub fn run(config: &Path, pipeline: &str, stage: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .envs(env.iter().copied())
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--pipeline",
+            pipeline,
+            "--stage",
+            stage,
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        !line.is_empty(),
+        "ferry run printed nothing (see its stderr above)"
+    );
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["stage"], stage);
+    Run { child, line }
+}
+
 /// A response: status, headers (lower-case names), body.
 pub struct Response {
     pub status: u16,

@@ -345,27 +345,13 @@ fn write_eml(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, &path)?;
-        sync_dir(dir)
+        super::file::sync_dir(dir)
     })();
     if written.is_err() {
         // Best effort: the original error is the one worth reporting.
         let _ = std::fs::remove_file(&tmp);
     }
     written
-}
-
-/// Makes a rename in `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    // Directories cannot be opened as files elsewhere; renames are durable with the file's metadata.
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

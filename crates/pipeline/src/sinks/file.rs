@@ -224,8 +224,8 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-/// Makes renames and new entries in `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes renames and new entries in `dir` durable (the `email` sink's outbox uses it too).
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         File::open(dir)?.sync_all()
