@@ -188,6 +188,113 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
         ids: &'a [(u32, u64)],
         visibility: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// The engine's name in messages: `nats`, `rabbitmq`, `embedded`.
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    /// Every topic ferry made on the engine, by name.
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicState>, EngineError>> {
+        unsupported(self.name(), "listing topics")
+    }
+
+    /// `topic`, or `None` when the engine has no such topic.
+    fn describe_topic<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TopicState>, EngineError>> {
+        let _ = topic;
+        unsupported(self.name(), "describing topics")
+    }
+
+    /// Deletes `topic` and its records; `false` when there was no such topic.
+    fn delete_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        let _ = topic;
+        unsupported(self.name(), "deleting topics")
+    }
+
+    /// Up to `max` records of `topic` from `offset` on (partition 0), in order, waiting up to `wait` for
+    /// the first when there is none yet; no lease is taken and `deliveries` is 1. An offset below the
+    /// first record still stored reads from that one.
+    fn fetch<'a>(
+        &'a self,
+        topic: &'a str,
+        offset: u64,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>> {
+        let _ = (topic, offset, max, wait);
+        unsupported(self.name(), "reading topics by offset")
+    }
+
+    /// Queue group `group` on `topic`, or `None` when it does not exist.
+    fn group_state<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GroupState>, EngineError>> {
+        let _ = (group, topic);
+        unsupported(self.name(), "describing queue groups")
+    }
+
+    /// The value under `key` in the engine's durable metadata store (any text key), or `None`.
+    fn meta_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<MetaValue>, EngineError>> {
+        let _ = key;
+        unsupported(self.name(), "a metadata store (stream groups)")
+    }
+
+    /// Stores `value` under `key` if the key's revision is still `revision` (`None`: if the key does not
+    /// exist), durably; returns the new revision, or `None` when another writer came first.
+    fn meta_put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        revision: Option<u64>,
+    ) -> BoxFuture<'a, Result<Option<u64>, EngineError>> {
+        let _ = (key, value, revision);
+        unsupported(self.name(), "a metadata store (stream groups)")
+    }
+}
+
+/// What an engine reports of a topic (one partition, 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicState {
+    /// The topic's name.
+    pub name: String,
+    /// First offset still stored.
+    pub start_offset: u64,
+    /// Offset the next record gets.
+    pub next_offset: u64,
+    /// Bytes the engine reports for the topic's records.
+    pub size_bytes: u64,
+}
+
+/// What an engine reports of a queue group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupState {
+    /// Records published to the group and not yet acked, leased ones included (when the engine counts
+    /// those it has handed out apart, as RabbitMQ does not: then the records waiting only).
+    pub depth: u64,
+    /// Records leased right now.
+    pub in_flight: u64,
+}
+
+/// A value in an engine's metadata store, with the revision a [`Engine::meta_put`] must name to replace it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaValue {
+    /// The value.
+    pub value: Bytes,
+    /// Its revision.
+    pub revision: u64,
+}
+
+fn unsupported<T>(engine: &'static str, what: &str) -> BoxFuture<'static, Result<T, EngineError>>
+where
+    T: Send + 'static,
+{
+    let what = what.to_owned();
+    Box::pin(async move { Err(EngineError::Unsupported { engine, what }) })
 }
 
 /// The delivery limit of the queue groups stages read with: stages dead-letter records themselves
@@ -445,5 +552,55 @@ impl Engine for Filtered {
         visibility: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         self.inner.extend(group, topic, ids, visibility)
+    }
+
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicState>, EngineError>> {
+        self.inner.topics()
+    }
+
+    fn describe_topic<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TopicState>, EngineError>> {
+        self.inner.describe_topic(topic)
+    }
+
+    fn delete_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        self.inner.delete_topic(topic)
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        topic: &'a str,
+        offset: u64,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>> {
+        self.inner.fetch(topic, offset, max, wait)
+    }
+
+    fn group_state<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GroupState>, EngineError>> {
+        self.inner.group_state(group, topic)
+    }
+
+    fn meta_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<MetaValue>, EngineError>> {
+        self.inner.meta_get(key)
+    }
+
+    fn meta_put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        revision: Option<u64>,
+    ) -> BoxFuture<'a, Result<Option<u64>, EngineError>> {
+        self.inner.meta_put(key, value, revision)
     }
 }

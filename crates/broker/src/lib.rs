@@ -19,6 +19,7 @@
 mod broker;
 mod config;
 pub mod engine;
+pub mod engine_groups;
 mod error;
 mod filter;
 mod membership;

@@ -23,6 +23,19 @@
 //!   messages the server sent meanwhile leased to nobody until their `ack_wait` runs out.
 //! - **Ack** = `+ACK` awaiting the server's confirmation; **nack** = `-NAK` with the delay, confirmed;
 //!   **extend** = `+WPI`, confirmed.
+//! - **Topic state**: `topics` lists the streams named `ferry_…` whose subject is `ferry.t.T` with
+//!   `stream_name(T)` their own name (the topic is read back from the subject, which carries it
+//!   verbatim; streams that do not match are not ferry's and are skipped). `start_offset` is the first
+//!   sequence still stored and `next_offset` the last sequence + 1 (an empty stream: both the last
+//!   sequence + 1); `size_bytes` is what JetStream reports. `delete_topic` deletes the stream, its
+//!   groups (consumers) and records.
+//! - **Fetch** (reading by offset, no lease) = an ephemeral pull consumer (`DeliverPolicy::
+//!   ByStartSequence`, no acks, in memory, removed by the server after `wait` + 30 s of inactivity if
+//!   this process cannot delete it) and one pull request on it, then the consumer is deleted.
+//! - **Group state**: depth = the consumer's `num_pending` + `num_ack_pending`, in flight =
+//!   `num_ack_pending` (across every process).
+//! - **Metadata** (`meta_get`, `meta_put`) lives in the key-value bucket `ferry_meta` (history 1, file
+//!   storage), made on first use; keys are encoded by [`meta_key`], revisions are the bucket's.
 //! - **Credentials** in the URL (`nats://user:password@host:port`, `nats://token@host:port`) are kept
 //!   only to connect: errors, logs and `Debug` show `nats://user:***@host:port` (`nats://***@host:port`).
 //!
@@ -43,21 +56,28 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{
-    CreateStreamErrorKind, GetStreamErrorKind, PublishError, PublishErrorKind,
+    CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError,
+    PublishErrorKind,
 };
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use async_nats::jetstream::message::AckKind;
-use async_nats::jetstream::stream::{ConsumerCreateStrictErrorKind, ConsumerErrorKind, StorageType};
+use async_nats::jetstream::stream::{
+    ConsumerCreateStrictErrorKind, ConsumerError, ConsumerErrorKind, StorageType,
+};
 use async_nats::jetstream::{self, stream};
 use async_nats::jetstream::{Error as ApiError, ErrorCode};
 use async_nats::{Client, ConnectErrorKind, HeaderMap, HeaderName, HeaderValue, Subject};
 use bytes::Bytes;
-use ferry_broker::engine::{BoxFuture, Engine, EngineError, GroupSettings, InRecord, OutRecord};
+use ferry_broker::engine::{
+    BoxFuture, Engine, EngineError, GroupSettings, GroupState, InRecord, MetaValue, OutRecord, TopicState,
+};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
@@ -68,6 +88,13 @@ const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 const MIN_EXPIRES: Duration = Duration::from_millis(10);
 const PUBLISH_WINDOW: usize = 1024;
 const MAX_STREAM_NAME: usize = 255;
+const STREAM_PREFIX: &str = "ferry_";
+const SUBJECT_PREFIX: &str = "ferry.t.";
+/// How long the server keeps a fetch's ephemeral consumer after the pull request's `wait`, should this
+/// process not delete it (cancelled, or the connection lost).
+const FETCH_LINGER: Duration = Duration::from_secs(30);
+/// The key-value bucket of [`Engine::meta_get`] and [`Engine::meta_put`].
+const META_BUCKET: &str = "ferry_meta";
 
 /// The JetStream stream of `topic`: `ferry_` + the name with `_` → `_u` and `.` → `_d`.
 pub fn stream_name(topic: &str) -> String {
@@ -84,9 +111,97 @@ pub fn subject(topic: &str) -> String {
     format!("ferry.t.{topic}")
 }
 
+/// The key under which the metadata key `key` is stored in the key-value bucket `ferry_meta`. KV keys
+/// may only use `[-/_=.a-zA-Z0-9]`, and not start or end with `.` (nor, being subjects, contain `..`);
+/// ferry's keys are any text. So ASCII letters, digits, `-`, `_` and `/` are kept as they are, and
+/// every other byte of the key's UTF-8 (`.` and `=` included) becomes `=XX`, two upper-case hex
+/// digits; the empty key is `=`. Reversible (`=` only starts an escape, and an escape always has two
+/// digits), and never a `.`: `g/x.y/..z` is `g/x=2Ey/=2E=2Ez`.
+pub fn meta_key(key: &str) -> String {
+    if key.is_empty() {
+        return "=".to_owned();
+    }
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "={b:02X}");
+        }
+    }
+    out
+}
+
+/// The topic whose stream is configured as `config`: the one subject `ferry.t.T` whose topic `T` maps
+/// to the stream's own name (the subject carries the name verbatim, where the stream name escapes it).
+/// `None` for streams ferry did not make.
+fn topic_of(config: &stream::Config) -> Option<String> {
+    if !config.name.starts_with(STREAM_PREFIX) {
+        return None;
+    }
+    config
+        .subjects
+        .iter()
+        .filter_map(|s| s.strip_prefix(SUBJECT_PREFIX))
+        .find(|topic| stream_name(topic) == config.name)
+        .map(str::to_owned)
+}
+
+/// A topic's offsets and size from its stream's state.
+fn topic_state(name: String, state: &stream::State) -> TopicState {
+    let next_offset = state.last_sequence.saturating_add(1);
+    let start_offset = if state.messages == 0 {
+        next_offset
+    } else {
+        state.first_sequence.clamp(1, next_offset)
+    };
+    TopicState {
+        name,
+        start_offset,
+        next_offset,
+        size_bytes: state.bytes,
+    }
+}
+
+/// JetStream's answer in an error of the client library, wherever it is in the chain of sources.
+fn answer_in(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(j) = e.downcast_ref::<ApiError>() {
+            return Some(j.clone());
+        }
+        if let Some(g) = e.downcast_ref::<GetStreamError>()
+            && let GetStreamErrorKind::JetStream(j) = g.kind()
+        {
+            return Some(j);
+        }
+        if let Some(c) = e.downcast_ref::<CreateStreamError>()
+            && let CreateStreamErrorKind::JetStream(j) = c.kind()
+        {
+            return Some(j);
+        }
+        if let Some(c) = e.downcast_ref::<ConsumerError>()
+            && let ConsumerErrorKind::JetStream(j) = c.kind()
+        {
+            return Some(j);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// [`failure`] with JetStream's answer taken from the error itself.
+fn failed(context: &str, e: &(dyn std::error::Error + 'static)) -> EngineError {
+    failure(context, answer_in(e).as_ref(), e)
+}
+
+fn is_code(answer: Option<ApiError>, codes: &[ErrorCode]) -> bool {
+    answer.is_some_and(|j| codes.contains(&j.error_code()))
+}
+
 fn encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 8);
-    out.push_str("ferry_");
+    out.push_str(STREAM_PREFIX);
     for c in name.chars() {
         match c {
             '_' => out.push_str("_u"),
@@ -306,6 +421,8 @@ struct Inner {
     js: jetstream::Context,
     consumers: Mutex<HashMap<GroupKey, PullConsumer>>,
     leases: Mutex<HashMap<GroupKey, HashMap<u64, Lease>>>,
+    /// The bucket `ferry_meta`, once opened.
+    meta: Mutex<Option<kv::Store>>,
 }
 
 /// ferry's engine on a NATS server with JetStream (see the module documentation for the mapping).
@@ -362,6 +479,7 @@ impl JetStream {
             client,
             consumers: Mutex::default(),
             leases: Mutex::default(),
+            meta: Mutex::default(),
         })))
     }
 
@@ -422,6 +540,138 @@ impl JetStream {
             })?;
         lock(&self.0.consumers).insert(key, consumer.clone());
         Ok(consumer)
+    }
+
+    /// Forgets the consumers and leases of every group on `topic` (its stream is gone).
+    fn forget_topic(&self, topic: &str) {
+        lock(&self.0.consumers).retain(|(_, t), _| t != topic);
+        lock(&self.0.leases).retain(|(_, t), _| t != topic);
+    }
+
+    /// Up to `max` records from one pull request on `consumer` (a fetch's: no acks).
+    async fn read(
+        &self,
+        consumer: &PullConsumer,
+        context: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<InRecord>, EngineError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // The server waits up to `expires` for the first message, then returns what it has.
+        let mut request = consumer.fetch().max_messages(max);
+        if !wait.is_zero() {
+            request = request.expires(wait.max(MIN_EXPIRES));
+        }
+        let mut batch = request
+            .messages()
+            .await
+            .map_err(|e| unavailable(format!("{context}: pull request: {e}")))?;
+        let mut records = Vec::new();
+        while let Some(message) = batch.next().await {
+            match message.map(into_record) {
+                Ok(Some((mut record, _))) => {
+                    // Without acks JetStream counts no redeliveries: each fetch is a first reading.
+                    record.deliveries = 1;
+                    records.push(record);
+                }
+                Ok(None) => tracing::warn!("skipped a message without JetStream metadata"),
+                Err(e) if records.is_empty() => {
+                    return Err(unavailable(format!("{context}: pull request: {e}")));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "a pull request ended with an error");
+                    break;
+                }
+            }
+        }
+        if records.is_empty() {
+            // A pull request lost with the connection ends empty: say why.
+            self.online()?;
+        }
+        Ok(records)
+    }
+
+    /// The bucket `ferry_meta`, made on first use. Its stream (`KV_ferry_meta`) is made here with the
+    /// settings a NATS client gives a bucket with history 1 and file storage, rather than with
+    /// `create_key_value`: that first reads the account's limits, and async-nats 0.51 cannot parse
+    /// the answer of servers before 2.10.
+    async fn meta(&self) -> Result<kv::Store, EngineError> {
+        if let Some(store) = lock(&self.0.meta).clone() {
+            return Ok(store);
+        }
+        self.online()?;
+        let store = match self.0.js.get_key_value(META_BUCKET).await {
+            Ok(store) => store,
+            Err(e) if is_code(answer_in(&e), &[ErrorCode::STREAM_NOT_FOUND]) => {
+                let config = stream::Config {
+                    name: format!("KV_{META_BUCKET}"),
+                    description: Some("ferry's metadata (stream groups)".to_owned()),
+                    subjects: vec![format!("$KV.{META_BUCKET}.>")],
+                    max_messages_per_subject: 1,
+                    storage: StorageType::File,
+                    discard: stream::DiscardPolicy::New,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    deny_purge: false,
+                    allow_direct: true,
+                    num_replicas: 1,
+                    ..Default::default()
+                };
+                let created = self.0.js.create_stream(config).await;
+                // Made by another process meanwhile, or now: open it.
+                match self.0.js.get_key_value(META_BUCKET).await {
+                    Ok(store) => store,
+                    Err(e) => {
+                        let context = "creating the metadata bucket `ferry_meta`";
+                        return Err(match created {
+                            Err(c) => failed(context, &c),
+                            Ok(_) => failed(context, &e),
+                        });
+                    }
+                }
+            }
+            Err(e) => return Err(failed("opening the metadata bucket `ferry_meta`", &e)),
+        };
+        *lock(&self.0.meta) = Some(store.clone());
+        Ok(store)
+    }
+
+    /// An error of the metadata bucket; it is opened again on the next call (it may have been deleted).
+    fn meta_failed(&self, context: &str, e: &(dyn std::error::Error + 'static)) -> EngineError {
+        *lock(&self.0.meta) = None;
+        failed(context, e)
+    }
+
+    /// Stores `value` under `kv_key` unless the key has a value: on a key that never had one, or
+    /// whose last operation was a delete or purge.
+    async fn meta_create(
+        &self,
+        store: &kv::Store,
+        context: &str,
+        kv_key: &str,
+        value: Bytes,
+    ) -> Result<Option<u64>, EngineError> {
+        match store.update(kv_key, value.clone(), 0).await {
+            Ok(revision) => return Ok(Some(revision)),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {}
+            Err(e) => return Err(self.meta_failed(context, &e)),
+        }
+        // The key has a last entry: a value (another writer came first), or a delete or purge marker
+        // after which the key may be created again.
+        match store.entry(kv_key).await {
+            Ok(Some(entry)) if entry.operation != Operation::Put => {
+                match store.update(kv_key, value, entry.revision).await {
+                    Ok(revision) => Ok(Some(revision)),
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+                    Err(e) => Err(self.meta_failed(context, &e)),
+                }
+            }
+            // A value, or nothing any more (purged meanwhile): either way another writer came first.
+            Ok(_) => Ok(None),
+            Err(e) => Err(self.meta_failed(context, &e)),
+        }
     }
 
     /// Sends `kind` for each of `ids` and waits for the server to confirm. `settle` (ack, nack) ends the
@@ -700,5 +950,179 @@ impl Engine for JetStream {
         _visibility: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(self.confirm(group, topic, ids, AckKind::Progress, None))
+    }
+
+    fn name(&self) -> &'static str {
+        ENGINE
+    }
+
+    /// Every stream ferry made (see the module documentation), sorted by topic name.
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicState>, EngineError>> {
+        Box::pin(async move {
+            self.online()?;
+            let mut streams = self.0.js.streams();
+            let mut topics = Vec::new();
+            while let Some(info) = streams.next().await {
+                let info = info.map_err(|e| failed("listing topics", &e))?;
+                if let Some(topic) = topic_of(&info.config) {
+                    topics.push(topic_state(topic, &info.state));
+                }
+            }
+            topics.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(topics)
+        })
+    }
+
+    fn describe_topic<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TopicState>, EngineError>> {
+        Box::pin(async move {
+            let name = checked("topic", topic)?;
+            self.online()?;
+            match self.0.js.get_stream(&name).await {
+                Ok(stream) => Ok(Some(topic_state(topic.to_owned(), &stream.cached_info().state))),
+                Err(e) if is_code(answer_in(&e), &[ErrorCode::STREAM_NOT_FOUND]) => Ok(None),
+                Err(e) => Err(failed(&format!("describing topic `{topic}`"), &e)),
+            }
+        })
+    }
+
+    /// Deletes the topic's stream, with its records and groups; this process forgets its consumers and
+    /// leases on it.
+    fn delete_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(async move {
+            let name = checked("topic", topic)?;
+            self.online()?;
+            let deleted = self.0.js.delete_stream(&name).await;
+            self.forget_topic(topic);
+            match deleted {
+                Ok(status) if status.success => Ok(true),
+                Ok(_) => Err(unavailable(format!(
+                    "deleting topic `{topic}`: JetStream did not delete stream {name}"
+                ))),
+                Err(e) if is_code(answer_in(&e), &[ErrorCode::STREAM_NOT_FOUND]) => Ok(false),
+                Err(e) => Err(failed(&format!("deleting topic `{topic}`"), &e)),
+            }
+        })
+    }
+
+    /// One pull request on an ephemeral consumer starting at `offset` (see the module documentation):
+    /// it returns as soon as it has the records stored from `offset` on (up to `max`), or waits up to
+    /// `wait` for the first. A topic that does not exist is refused.
+    fn fetch<'a>(
+        &'a self,
+        topic: &'a str,
+        offset: u64,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>> {
+        Box::pin(async move {
+            let stream = checked("topic", topic)?;
+            self.online()?;
+            let context = format!("reading topic `{topic}`");
+            let config = pull::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: offset.max(1),
+                },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: wait.saturating_add(FETCH_LINGER),
+                memory_storage: true,
+                ..Default::default()
+            };
+            let consumer: PullConsumer = self
+                .0
+                .js
+                .create_consumer_on_stream(config, &stream)
+                .await
+                .map_err(|e| match e.kind() {
+                    ConsumerErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                        refused(format!("topic `{topic}` does not exist (no stream {stream})"))
+                    }
+                    ConsumerErrorKind::JetStream(j) => failure(&context, Some(&j), &e),
+                    _ => failure(&context, None, &e),
+                })?;
+            let read = self.read(&consumer, &context, max, wait).await;
+            // Best effort: else the server removes it once inactive.
+            let name = &consumer.cached_info().name;
+            if let Err(e) = self.0.js.delete_consumer_from_stream(name, &stream).await {
+                tracing::debug!(error = %e, consumer = %name, "could not delete a fetch's consumer");
+            }
+            read
+        })
+    }
+
+    fn group_state<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GroupState>, EngineError>> {
+        Box::pin(async move {
+            let (stream, durable) = (checked("topic", topic)?, checked("group", group)?);
+            self.online()?;
+            let consumer: Result<PullConsumer, _> =
+                self.0.js.get_consumer_from_stream(&durable, &stream).await;
+            match consumer {
+                Ok(consumer) => {
+                    let info = consumer.cached_info();
+                    let in_flight = u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX);
+                    Ok(Some(GroupState {
+                        depth: info.num_pending.saturating_add(in_flight),
+                        in_flight,
+                    }))
+                }
+                Err(e)
+                    if is_code(
+                        answer_in(&e),
+                        &[ErrorCode::CONSUMER_NOT_FOUND, ErrorCode::STREAM_NOT_FOUND],
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(failed(
+                    &format!("describing group `{group}` on topic `{topic}`"),
+                    &e,
+                )),
+            }
+        })
+    }
+
+    /// The value of `key` in the bucket `ferry_meta` (under [`meta_key`]), `None` if it has none or
+    /// was deleted.
+    fn meta_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<MetaValue>, EngineError>> {
+        Box::pin(async move {
+            let store = self.meta().await?;
+            match store.entry(meta_key(key)).await {
+                Ok(Some(entry)) if entry.operation == Operation::Put => Ok(Some(MetaValue {
+                    value: entry.value,
+                    revision: entry.revision,
+                })),
+                Ok(_) => Ok(None),
+                Err(e) => Err(self.meta_failed("reading metadata", &e)),
+            }
+        })
+    }
+
+    /// Stores `value` under `key` in the bucket `ferry_meta`: with `revision` `None` only if the key
+    /// has no value (never had one, or was deleted or purged), else only if `revision` is still the
+    /// key's last; the new revision, or `None` when another writer came first.
+    fn meta_put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        revision: Option<u64>,
+    ) -> BoxFuture<'a, Result<Option<u64>, EngineError>> {
+        Box::pin(async move {
+            let store = self.meta().await?;
+            let (kv_key, context) = (meta_key(key), "writing metadata");
+            let Some(revision) = revision else {
+                return self.meta_create(&store, context, &kv_key, value).await;
+            };
+            match store.update(&kv_key, value, revision).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(self.meta_failed(context, &e)),
+            }
+        })
     }
 }

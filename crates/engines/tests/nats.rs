@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_broker::engine::{Engine, EngineError, GroupSettings, InRecord, OutRecord};
-use ferry_engines::nats::{JetStream, consumer_name, stream_name, subject};
+use ferry_broker::engine::{Engine, EngineError, GroupSettings, InRecord, MetaValue, OutRecord};
+use ferry_engines::nats::{JetStream, consumer_name, meta_key, stream_name, subject};
 use ferry_engines::servers::{NatsServer, require};
 
 const SETTINGS: GroupSettings = GroupSettings {
@@ -494,4 +494,295 @@ async fn credentials_in_the_url_are_not_shown() {
     }
     let debug = format!("{js:?}");
     assert!(!debug.contains("s3cret"), "{debug}");
+}
+
+/// `record(i)` as it comes back: headers sorted by name.
+#[track_caller]
+fn assert_is_record(got: &InRecord, i: usize, offset: u64) {
+    let want = record(i);
+    let mut headers = want.headers;
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        (got.partition, got.offset, got.deliveries),
+        (0, offset, 1),
+        "{got:?}"
+    );
+    assert_eq!(got.key, want.key);
+    assert_eq!(got.headers, headers);
+    assert_eq!(got.value, want.value);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_fetch_group_state_and_delete() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let js = engine(&nats).await;
+    let (full, empty, dotted) = ("full", "empty", "a.b-c_d");
+    for topic in [full, empty, dotted] {
+        js.ensure_topic(topic).await.unwrap();
+    }
+    js.ensure_group("g", full, SETTINGS).await.unwrap();
+    let published = js.publish_ids(full, (0..5).map(record).collect()).await.unwrap();
+    assert_eq!(published, (1..=5).map(|o| (0, o)).collect::<Vec<_>>());
+    js.publish(dotted, vec![record(9)]).await.unwrap();
+
+    // Every topic, sorted by name, names recovered exactly (dots, dashes and underscores).
+    let topics = js.topics().await.unwrap();
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, vec![dotted, empty, full], "{topics:?}");
+    let (t_dotted, t_empty, t_full) = (&topics[0], &topics[1], &topics[2]);
+    assert_eq!((t_full.start_offset, t_full.next_offset), (1, 6), "{t_full:?}");
+    assert!(t_full.size_bytes > 0, "{t_full:?}");
+    assert_eq!(
+        (t_empty.start_offset, t_empty.next_offset, t_empty.size_bytes),
+        (1, 1, 0)
+    );
+    assert_eq!((t_dotted.start_offset, t_dotted.next_offset), (1, 2));
+    assert_eq!(js.describe_topic(full).await.unwrap().as_ref(), Some(t_full));
+    assert_eq!(js.describe_topic(dotted).await.unwrap().as_ref(), Some(t_dotted));
+    assert_eq!(js.describe_topic("missing").await.unwrap(), None);
+
+    // Reading by offset: in order, key, headers and value intact, no lease.
+    let wait = Duration::from_secs(5);
+    let started = Instant::now();
+    let first = js.fetch(full, 1, 3, wait).await.unwrap();
+    assert_eq!(first.len(), 3, "{first:?}");
+    for (i, r) in first.iter().enumerate() {
+        assert_is_record(r, i, i as u64 + 1);
+    }
+    let rest = js.fetch(full, 4, 10, wait).await.unwrap();
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    for (i, r) in rest.iter().enumerate() {
+        assert_is_record(r, i + 3, i as u64 + 4);
+    }
+    // Records already stored come at once, not after the wait.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Below the first offset: from the first; the same records again (no lease was taken).
+    let again = js.fetch(full, 0, 10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        again.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert!(js.fetch(full, 1, 0, wait).await.unwrap().is_empty());
+
+    // Past the end: waits `wait`, then nothing.
+    let started = Instant::now();
+    let none = js.fetch(full, 6, 10, Duration::from_millis(300)).await.unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A fetch that waits returns as soon as a record is published.
+    let reader = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let got = js.fetch(full, 6, 10, wait).await;
+            (got, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    js.publish(full, vec![record(5)]).await.unwrap();
+    let (got, took) = reader.await.unwrap();
+    let got = got.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_is_record(&got[0], 5, 6);
+    assert!(took < Duration::from_secs(4), "the fetch took {took:?}");
+
+    // A missing topic is refused.
+    match js.fetch("missing", 1, 1, Duration::ZERO).await {
+        Err(EngineError::Refused { message, .. }) => assert!(message.contains("`missing`"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    // Each fetch deleted its consumer: only the group's is left.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let stream = async_nats::jetstream::new(client)
+        .get_stream(stream_name(full))
+        .await
+        .unwrap();
+    assert_eq!(stream.cached_info().state.consumer_count, 1);
+
+    // Group state: depth counts leased records too.
+    assert_eq!(js.group_state("nope", full).await.unwrap(), None);
+    assert_eq!(js.group_state("g", "missing").await.unwrap(), None);
+    let state = js.group_state("g", full).await.unwrap().unwrap();
+    assert_eq!((state.depth, state.in_flight), (6, 0));
+    let two = js.receive("g", full, 2, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(two.len(), 2);
+    let state = js.group_state("g", full).await.unwrap().unwrap();
+    assert_eq!((state.depth, state.in_flight), (6, 2));
+    js.ack("g", full, &ids(&two)).await.unwrap();
+    let state = js.group_state("g", full).await.unwrap().unwrap();
+    assert_eq!((state.depth, state.in_flight), (4, 0));
+
+    // Deleting: true, then false; gone from the list; made again, it works from offset 1 again,
+    // and so does a group of the same name.
+    let held = js.receive("g", full, 1, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(js.delete_topic(full).await.unwrap());
+    assert!(!js.delete_topic(full).await.unwrap());
+    assert_eq!(js.describe_topic(full).await.unwrap(), None);
+    assert_eq!(js.group_state("g", full).await.unwrap(), None);
+    let names: Vec<String> = js.topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, vec![dotted.to_owned(), empty.to_owned()]);
+    assert_not_leased(js.ack("g", full, &ids(&held)).await);
+    js.ensure_topic(full).await.unwrap();
+    js.ensure_group("g", full, SETTINGS).await.unwrap();
+    assert_eq!(js.publish_ids(full, vec![record(0)]).await.unwrap(), vec![(0, 1)]);
+    let got = receive_n(&js, "g", full, 1).await;
+    assert_is_record(&got[0], 0, 1);
+    js.ack("g", full, &ids(&got)).await.unwrap();
+}
+
+#[test]
+fn meta_keys_are_valid_and_distinct() {
+    let keys = [
+        "",
+        "=",
+        ".",
+        "..",
+        "a",
+        "A",
+        "g/x.y/..z",
+        "g/x.y/.z",
+        "g/x=2Ey",
+        "é",
+        " ",
+        "*",
+        ">",
+        "a.b",
+    ];
+    let encoded: Vec<String> = keys.iter().map(|k| meta_key(k)).collect();
+    for (k, e) in keys.iter().zip(&encoded) {
+        assert!(
+            !e.is_empty()
+                && !e.starts_with('.')
+                && !e.ends_with('.')
+                && !e.contains("..")
+                && e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b)),
+            "{k:?} -> {e:?}"
+        );
+    }
+    let mut distinct = encoded.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), keys.len(), "{encoded:?}");
+    assert_eq!(meta_key("g/x.y/..z"), "g/x=2Ey/=2E=2Ez");
+    assert_eq!(meta_key("a-b_c/D9"), "a-b_c/D9");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_store() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let js = engine(&nats).await;
+    let key = "g/x.y/..z";
+    assert_eq!(js.meta_get(key).await.unwrap(), None);
+    let v1 = Bytes::from_static(b"{\"v\":1}");
+    let rev1 = js.meta_put(key, v1.clone(), None).await.unwrap().unwrap();
+    // Exists: a create loses; so does a write naming another revision.
+    assert_eq!(
+        js.meta_put(key, Bytes::from_static(b"x"), None).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        js.meta_put(key, Bytes::from_static(b"x"), Some(rev1 + 100))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        js.meta_get(key).await.unwrap(),
+        Some(MetaValue {
+            value: v1,
+            revision: rev1
+        })
+    );
+    let v2 = Bytes::from_static(b"{\"v\":2}");
+    let rev2 = js.meta_put(key, v2.clone(), Some(rev1)).await.unwrap().unwrap();
+    assert!(rev2 > rev1);
+    assert_eq!(
+        js.meta_put(key, Bytes::from_static(b"x"), Some(rev1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        js.meta_get(key).await.unwrap(),
+        Some(MetaValue {
+            value: v2.clone(),
+            revision: rev2
+        })
+    );
+
+    // A key that differs only in dots is another key.
+    let other = "g/x.y/.z";
+    assert_eq!(js.meta_get(other).await.unwrap(), None);
+    let rev = js
+        .meta_put(other, Bytes::from_static(b"o"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(js.meta_get(other).await.unwrap().unwrap().revision, rev);
+    assert_eq!(js.meta_get(key).await.unwrap().unwrap().value, v2);
+
+    // Another process sees the same store; the empty key and odd ones work.
+    let second = engine(&nats).await;
+    assert_eq!(second.meta_get(key).await.unwrap().unwrap().revision, rev2);
+    for k in ["", ".", "=2E", "é * >"] {
+        let rev = second
+            .meta_put(k, Bytes::from(k.to_owned()), None)
+            .await
+            .unwrap()
+            .unwrap();
+        let got = js.meta_get(k).await.unwrap().unwrap();
+        assert_eq!((got.value, got.revision), (Bytes::from(k.to_owned()), rev));
+    }
+
+    // A key deleted (by another client, through the bucket) can be created again.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("ferry_meta")
+        .await
+        .unwrap();
+    kv.delete(meta_key(key)).await.unwrap();
+    assert_eq!(js.meta_get(key).await.unwrap(), None);
+    let rev3 = js
+        .meta_put(key, Bytes::from_static(b"3"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(js.meta_get(key).await.unwrap().unwrap().revision, rev3);
+    kv.purge(meta_key(key)).await.unwrap();
+    assert_eq!(js.meta_get(key).await.unwrap(), None);
+    assert!(
+        js.meta_put(key, Bytes::from_static(b"4"), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Concurrent creates: exactly one wins.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let js = if i % 2 == 0 { js.clone() } else { second.clone() };
+            tokio::spawn(async move { js.meta_put("race", Bytes::from(format!("{i}")), None).await })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(won, 1);
 }

@@ -215,7 +215,8 @@ url = "http://127.0.0.1:{hook_port}/hook"
 
 /// The `/v1` routes that run on every engine, and the CLI commands on them: topics, publish, queue
 /// groups with receive, ack, nack and extend; the others answer 501.
-fn api_on(engine_line: &str) {
+/// The API on an engine; `log`: the engine keeps a log to read by offset (JetStream, not RabbitMQ).
+fn api_on(engine_line: &str, log: bool) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("api.toml");
     std::fs::write(
@@ -429,9 +430,189 @@ fn api_on(engine_line: &str) {
         "nothing else passes"
     );
 
-    // Everything else says it is not there yet.
-    let (s, v, _) = call("GET", "/v1/topics", "");
+    // Subscriptions come from ferry.toml on engines.
+    let (s, v, _) = call("GET", "/v1/topics/orders/subscriptions", "");
     assert_eq!((s, v["error"].as_str()), (501, Some("engine_unsupported")));
+    // The queue group counts what it holds: the three records above wait, none is leased.
+    let (s, v, b) = call("GET", "/v1/queues/billing/topics/orders", "");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (v["depth"].as_u64(), v["in_flight"].as_u64()),
+        (Some(3), Some(0)),
+        "{b}"
+    );
+    let (s, v, _) = call("GET", "/v1/queues/nobody/topics/orders", "");
+    assert_eq!((s, v["error"].as_str()), (404, Some("group_not_found")));
+    let (s, described, b) = call("GET", "/v1/topics/orders", "");
+    assert_eq!((s, described["name"].as_str()), (200, Some("orders")), "{b}");
+    let (s, v, _) = call("GET", "/v1/topics/nope", "");
+    assert_eq!((s, v["error"].as_str()), (404, Some("topic_not_found")));
+    let first_offset = published[0]["offset"].as_u64().unwrap();
+    let cli_lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        ferry(args)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    if log {
+        let next = described["partitions"][0]["next_offset"].as_u64().unwrap();
+        assert_eq!(next, first_offset + 7, "{b}");
+        let (s, v, b) = call("GET", "/v1/topics", "");
+        assert_eq!(s, 200, "{b}");
+        assert!(
+            v["topics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == "orders"),
+            "{b}"
+        );
+        // Reading by offset, as on the embedded engine.
+        let path = format!("/v1/topics/orders/partitions/0/records?offset={first_offset}&max_records=2");
+        let (s, v, b) = call("GET", &path, "");
+        assert_eq!(s, 200, "{b}");
+        let ids: Vec<_> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"]["id"].clone())
+            .collect();
+        assert_eq!(ids, vec![serde_json::json!(1), serde_json::json!(2)], "{b}");
+        let (s, v, _) = call("GET", "/v1/topics/orders/partitions/1/records?offset=1", "");
+        assert_eq!((s, v["error"].as_str()), (404, Some("partition_not_found")));
+        let (s, v, _) = call(
+            "GET",
+            &format!("/v1/topics/orders/partitions/0/records?offset={}", next + 5),
+            "",
+        );
+        assert_eq!((s, v["field"].as_str()), (422, Some("offset")));
+        // `ferry consume` from the start, and as a stream group that commits what it printed.
+        assert_eq!(cli_lines(&["consume", "--topic", "orders"]).len(), 7);
+        let first = cli_lines(&["consume", "--topic", "orders", "--group", "audit", "--max", "4"]);
+        let rest = cli_lines(&["consume", "--topic", "orders", "--group", "audit"]);
+        let mut seen: Vec<u64> = first
+            .iter()
+            .chain(&rest)
+            .map(|r| r["offset"].as_u64().unwrap())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (first_offset..next).collect::<Vec<_>>(), "each record once");
+        let (s, v, b) = call("GET", "/v1/groups/audit/topics/orders/offsets", "");
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(
+            (v["lag"].as_u64(), v["partitions"][0]["committed"].as_u64()),
+            (Some(0), Some(next)),
+            "{b}"
+        );
+        // Two members: the partition stays with the first; the second takes it when the first leaves.
+        let join = |id: &str| {
+            let (s, v, b) = call(
+                "POST",
+                "/v1/groups/ledger/topics/orders/members",
+                &format!(r#"{{"member_id": "{id}"}}"#),
+            );
+            assert_eq!(s, 200, "{b}");
+            v
+        };
+        let a = join("a");
+        let b_ = join("b");
+        assert_eq!(b_["partitions"], serde_json::json!([]));
+        let commit = |who: &str, generation: &serde_json::Value| {
+            let body = format!(
+                r#"{{"offsets": [{{"partition": 0, "offset": {first_offset}}}], "member_id": "{who}", "generation": {generation}}}"#
+            );
+            call("POST", "/v1/groups/ledger/topics/orders/offsets", &body)
+        };
+        let (s, v, _) = commit("a", &a["generation"]);
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (409, Some("stale_generation")),
+            "b joined since"
+        );
+        let (s, v, b) = call(
+            "POST",
+            "/v1/groups/ledger/topics/orders/members/a/heartbeat",
+            &format!(r#"{{"generation": {}}}"#, a["generation"]),
+        );
+        assert_eq!((s, &v["partitions"]), (200, &serde_json::json!([0])), "{b}");
+        assert_eq!(commit("a", &v["generation"]).0, 204);
+        let (s, v, _) = commit("b", &b_["generation"]);
+        assert_eq!((s, v["error"].as_str()), (409, Some("partition_not_assigned")));
+        let (s, _, b) = call("DELETE", "/v1/groups/ledger/topics/orders/members/a", "");
+        assert_eq!(s, 204, "{b}");
+        let (s, v, b) = call(
+            "POST",
+            "/v1/groups/ledger/topics/orders/members/b/heartbeat",
+            &format!(r#"{{"generation": {}}}"#, b_["generation"]),
+        );
+        assert_eq!((s, &v["partitions"]), (200, &serde_json::json!([0])), "{b}");
+        let path = format!(
+            "/v1/groups/ledger/topics/orders/records?member_id=b&generation={}&max_records=100",
+            v["generation"]
+        );
+        let (s, v, b) = call("GET", &path, "");
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(
+            v["records"].as_array().unwrap().len(),
+            7,
+            "b reads from a's commit: {b}"
+        );
+        // Another ferry process on the same engine sees the same group: its member stands by.
+        let data = dir.path().join("second");
+        std::fs::create_dir_all(&data).unwrap();
+        let other = common::up(
+            &data,
+            &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+            &[],
+        );
+        let r = http(
+            &other.url,
+            "POST",
+            "/v1/groups/ledger/topics/orders/members",
+            Some("application/json"),
+            r#"{"member_id": "c"}"#,
+        );
+        let c: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            (r.status, &c["partitions"]),
+            (200, &serde_json::json!([])),
+            "{}",
+            r.body
+        );
+        let r = http(
+            &other.url,
+            "GET",
+            "/v1/groups/ledger/topics/orders/offsets",
+            None,
+            "",
+        );
+        let members: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let ids: Vec<&str> = members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["member_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec!["b", "c"], "{}", r.body);
+    } else {
+        // RabbitMQ keeps no log: what needs one says so.
+        for path in ["/v1/topics", "/v1/topics/orders/partitions/0/records?offset=0"] {
+            let (s, v, b) = call("GET", path, "");
+            assert_eq!(
+                (s, v["error"].as_str()),
+                (501, Some("engine_unsupported")),
+                "{path}: {b}"
+            );
+        }
+        let (s, v, b) = call("POST", "/v1/groups/audit/topics/orders/members", "{}");
+        assert_eq!((s, v["error"].as_str()), (501, Some("engine_unsupported")), "{b}");
+    }
+    let (s, _, b) = call("DELETE", "/v1/topics/orders", "");
+    assert_eq!(s, 204, "{b}");
+    let (s, v, _) = call("GET", "/v1/topics/orders", "");
+    assert_eq!((s, v["error"].as_str()), (404, Some("topic_not_found")));
+    let (s, v, _) = call("DELETE", "/v1/topics/orders", "");
+    assert_eq!((s, v["error"].as_str()), (404, Some("topic_not_found")));
 }
 
 #[test]
@@ -439,7 +620,7 @@ fn the_api_on_nats() {
     let Some(nats) = require(NatsServer::start(), "nats-server") else {
         return;
     };
-    api_on(&format!("nats = {{ url = \"{}\" }}", nats.url()));
+    api_on(&format!("nats = {{ url = \"{}\" }}", nats.url()), true);
 }
 
 #[test]
@@ -447,7 +628,7 @@ fn the_api_on_rabbitmq() {
     let Some(rabbit) = require(RabbitServer::start(), "rabbitmq-server") else {
         return;
     };
-    api_on(&format!("rabbitmq = {{ url = \"{}\" }}", rabbit.url()));
+    api_on(&format!("rabbitmq = {{ url = \"{}\" }}", rabbit.url()), false);
 }
 
 /// A `[topics.NAME]` with settings an engine cannot honour stops `ferry up` with a message naming it.

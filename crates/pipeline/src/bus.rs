@@ -29,6 +29,10 @@ pub fn remote(e: ferry_client::Error) -> BusError {
 pub struct RemoteBus(pub Client);
 
 impl Bus for RemoteBus {
+    fn name(&self) -> &'static str {
+        "ferry server"
+    }
+
     fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), BusError>> {
         Box::pin(async move {
             match self

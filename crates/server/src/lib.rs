@@ -101,9 +101,9 @@ pub struct ServerOptions {
     /// metrics; they must not overlap the API's paths.
     pub routes: Option<Router>,
     /// The engine the records live in when it is not the embedded broker (`nats`, `rabbitmq`). Then
-    /// the routes that run on any engine (create a topic, publish, create a queue group, receive, ack,
-    /// nack, extend) use it, and every other `/v1` route answers 501 `engine_unsupported` instead of
-    /// showing the embedded broker's topics. `/healthz`, `/metrics` and `routes` work as ever.
+    /// the `/v1` routes use it; the subscription routes, and what the engine cannot do, answer 501
+    /// `engine_unsupported` instead of showing the embedded broker's state. `/healthz`, `/metrics` and
+    /// `routes` work as ever.
     pub engine: Option<EngineRef>,
 }
 
@@ -116,18 +116,12 @@ pub struct EngineRef {
     pub engine: ferry_broker::engine::SharedEngine,
 }
 
-/// True for the `/v1` routes that run on any engine.
-fn runs_on_any_engine(method: &axum::http::Method, path: &str) -> bool {
-    use axum::http::Method;
+/// True for the `/v1` routes that run on any engine: all but the subscription routes (an engine's
+/// subscriptions come from `[subscriptions]` in `ferry.toml`). What one engine cannot do is answered by
+/// the engine itself (501 `engine_unsupported` naming the feature).
+fn runs_on_any_engine(path: &str) -> bool {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (method, parts.as_slice()) {
-        (&Method::POST, ["v1", "topics"] | ["v1", "topics", _, "records"]) => true,
-        (&Method::PUT, ["v1", "queues", _, "topics", _]) => true,
-        (&Method::POST, ["v1", "queues", _, "topics", _, op]) => {
-            matches!(*op, "receive" | "ack" | "nack" | "extend")
-        }
-        _ => false,
-    }
+    !matches!(parts.as_slice(), ["v1", "topics", _, "subscriptions", ..])
 }
 
 impl ServerOptions {
@@ -169,14 +163,14 @@ async fn engine_gate(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let path = request.uri().path();
-    if !path.starts_with("/v1/") || runs_on_any_engine(request.method(), path) {
+    if !path.starts_with("/v1/") || runs_on_any_engine(path) {
         return next.run(request).await;
     }
     let body = serde_json::json!({
         "error": "engine_unsupported",
         "message": format!(
-            "this ferry runs on the {engine} engine, on which the /v1 API serves only creating topics \
-             and queue groups, publishing, and receive/ack/nack/extend so far (docs/engines.md)"
+            "this ferry runs on the {engine} engine, whose subscriptions are declared in \
+             [subscriptions] of ferry.toml, not through the API (docs/engines.md)"
         ),
         "field": null,
     });

@@ -24,6 +24,8 @@ struct Inner {
     broker: Broker,
     /// The engine records live in when it is not the embedded broker.
     engine: Option<crate::EngineRef>,
+    /// Stream groups on `engine`.
+    stream_groups: ferry_broker::engine_groups::StreamGroups,
     metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -46,6 +48,7 @@ impl AppState {
         let inner = Inner {
             broker,
             engine,
+            stream_groups: ferry_broker::engine_groups::StreamGroups::default(),
             metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -62,6 +65,11 @@ impl AppState {
     /// engine use it instead of [`Self::broker`].
     pub fn engine(&self) -> Option<&crate::EngineRef> {
         self.0.engine.as_ref()
+    }
+
+    /// Stream groups on [`Self::engine`].
+    pub fn stream_groups(&self) -> &ferry_broker::engine_groups::StreamGroups {
+        &self.0.stream_groups
     }
 
     /// Where handlers count records in and out: `records_in`, `records_out`.

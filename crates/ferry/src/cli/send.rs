@@ -143,7 +143,7 @@ const MAX_PENDING: usize = 64 * 1024;
 async fn send_lines(client: Client, topic: String, template: Template) -> Result<()> {
     // Asked first: an unknown topic fails before stdin is read, and a line too large for the topic is
     // refused by number, before it could fail the lines batched with it.
-    // A ferry on NATS or RabbitMQ cannot describe topics (501): the server checks each batch instead.
+    // A ferry whose engine cannot describe topics (501) checks each batch instead.
     let info = match client.describe_topic(&topic).await {
         Ok(info) => Some(info),
         Err(e) if e.code() == Some("engine_unsupported") => None,

@@ -28,6 +28,7 @@ use ferry_broker::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::on_engine::Member;
 use super::records::fetch_limits;
 use crate::error::ApiError;
 use crate::extract::{Body, Object, PathParams, Query, parse_object, parse_object_or_default};
@@ -129,6 +130,15 @@ pub(super) async fn fetch(
             message: format!("required with `{with}`"),
         }
     })?;
+    if let Some(e) = state.engine() {
+        let records = super::on_engine::group_fetch(&state, e, group, topic.clone(), member, limits).await?;
+        state.metrics().records_out(&topic, &records);
+        return Ok(Json(RecordsOut {
+            topic: &topic,
+            records: &records,
+        })
+        .into_response());
+    }
     let records = state
         .long_poll(limits.max_wait, |max_wait| {
             let (state, broker) = (state.clone(), state.broker().clone());
@@ -214,6 +224,10 @@ pub(super) async fn commit(
         message: format!("required with `{with}`"),
     })?;
     let pairs: Vec<(u32, u64)> = offsets.iter().map(|o| (o.0.partition, o.0.offset)).collect();
+    if let Some(e) = state.engine() {
+        super::on_engine::group_commit(&state, e, group, topic, member, pairs).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let broker = state.broker().clone();
     let committed = pairs.clone();
     match state
@@ -280,7 +294,10 @@ pub(super) async fn offsets(
     State(state): State<AppState>,
     PathParams((group, topic)): PathParams<(String, String)>,
 ) -> Result<Json<GroupOffsets>, ApiError> {
-    let status = state.broker().group_status(&group, &topic)?;
+    let status = match state.engine() {
+        Some(e) => super::on_engine::group_status(&state, e, group.clone(), topic.clone()).await?,
+        None => state.broker().group_status(&group, &topic)?,
+    };
     let lag = status.partitions.iter().map(|p| p.lag).sum();
     Ok(Json(GroupOffsets {
         group,
@@ -353,6 +370,12 @@ pub(super) async fn join(
         member_id,
         session_timeout: Duration::from_millis(ms),
     };
+    if let Some(e) = state.engine() {
+        let joined = super::on_engine::membership(&state, e, group, topic, Member::Join(options)).await?;
+        return joined.map(Json).ok_or_else(|| ApiError::Internal {
+            message: "a join answered no membership".into(),
+        });
+    }
     Ok(Json(state.broker().join(&group, &topic, options)?))
 }
 
@@ -393,6 +416,16 @@ pub(super) async fn heartbeat(
 ) -> Result<Json<Membership>, ApiError> {
     let bytes = body.json_only()?;
     let HeartbeatBody { generation } = parse_object(&bytes)?;
+    if let Some(e) = state.engine() {
+        let call = Member::Heartbeat {
+            member_id: member,
+            generation,
+        };
+        let beat = super::on_engine::membership(&state, e, group, topic, call).await?;
+        return beat.map(Json).ok_or_else(|| ApiError::Internal {
+            message: "a heartbeat answered no membership".into(),
+        });
+    }
     Ok(Json(
         state.broker().heartbeat(&group, &topic, &member, generation)?,
     ))
@@ -417,6 +450,11 @@ pub(super) async fn leave(
     State(state): State<AppState>,
     PathParams((group, topic, member)): PathParams<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(e) = state.engine() {
+        let call = Member::Leave { member_id: member };
+        super::on_engine::membership(&state, e, group, topic, call).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     state.broker().leave(&group, &topic, &member)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -484,6 +522,15 @@ pub(super) async fn seek(
         SeekTarget::Offset(o) => SeekTo::Offset(o),
         SeekTarget::Timestamp(ts) => SeekTo::Timestamp(ts),
     };
+    if let Some(e) = state.engine() {
+        let offsets = super::on_engine::group_seek(&state, e, group, topic, partition, to).await?;
+        return Ok(Json(Seeked {
+            offsets: offsets
+                .into_iter()
+                .map(|(partition, offset)| PartitionOffset { partition, offset })
+                .collect(),
+        }));
+    }
     let broker = state.broker().clone();
     match state
         .detached(async move { broker.seek(&group, &topic, partition, to).await })

@@ -1,6 +1,7 @@
-//! The `/v1` routes that run on an engine other than the embedded broker (NATS JetStream, RabbitMQ):
-//! create a topic, publish, create a queue group, receive, ack, nack, extend. Their handlers call these
-//! when [`AppState::engine`] is set; every other `/v1` route answers 501 then (see `engine_gate`).
+//! The `/v1` routes on an engine other than the embedded broker (NATS JetStream, RabbitMQ): their
+//! handlers call these when [`AppState::engine`] is set. What an engine cannot do answers 501
+//! `engine_unsupported` (the subscription routes always do: see `engine_gate`); stream groups are
+//! `ferry_broker::engine_groups` over the engine's log and metadata store.
 //!
 //! The answers have the embedded engine's shapes, with what an engine cannot say filled in plainly:
 //! one partition, `0` for sizes and counts it does not report, and a lease end estimated as now plus
@@ -15,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use ferry_broker::engine::{EngineError, GroupSettings, InRecord, OutRecord};
 use ferry_broker::{
-    Header, PartitionInfo, Produce, Produced, QueueConfig, QueueInfo, StoredRecord, TopicConfig, TopicInfo,
+    BrokerError, FetchLimits, GroupStatus, Header, JoinOptions, MemberRef, Membership, PartitionInfo,
+    Produce, Produced, QueueConfig, QueueInfo, SeekTo, StoredRecord, TopicConfig, TopicInfo,
 };
 
 use crate::EngineRef;
@@ -280,4 +282,325 @@ pub(super) async fn settle(
             error,
         })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A topic as the API shows it: the engine's offsets and size, one partition, default settings (engines
+/// do not keep ferry's).
+fn topic_info(t: ferry_broker::engine::TopicState) -> TopicInfo {
+    TopicInfo {
+        name: t.name,
+        config: TopicConfig::default(),
+        partitions: vec![PartitionInfo {
+            partition: 0,
+            start_offset: t.start_offset,
+            next_offset: t.next_offset,
+            size_bytes: t.size_bytes,
+            segments: 0,
+        }],
+    }
+}
+
+fn not_found(topic: &str) -> ApiError {
+    ApiError::Broker {
+        error: BrokerError::TopicNotFound(topic.into()),
+        field: None,
+    }
+}
+
+/// `GET /v1/topics`.
+pub(super) async fn list_topics(state: &AppState, e: &EngineRef) -> Result<Vec<TopicInfo>, ApiError> {
+    let engine = e.engine.clone();
+    let topics = state
+        .detached(async move { engine.topics().await })
+        .await?
+        .map_err(failed)?;
+    Ok(topics.into_iter().map(topic_info).collect())
+}
+
+/// `GET /v1/topics/{topic}`: 404 when the engine has no such topic.
+pub(super) async fn describe_topic(
+    state: &AppState,
+    e: &EngineRef,
+    topic: String,
+) -> Result<TopicInfo, ApiError> {
+    ferry_broker::validate_name("topic", &topic).map_err(|error| ApiError::Broker { error, field: None })?;
+    let engine = e.engine.clone();
+    let t = topic.clone();
+    state
+        .detached(async move { engine.describe_topic(&t).await })
+        .await?
+        .map_err(failed)?
+        .map(topic_info)
+        .ok_or_else(|| not_found(&topic))
+}
+
+/// `DELETE /v1/topics/{topic}`: 204, or 404 when the engine has no such topic.
+pub(super) async fn delete_topic(
+    state: &AppState,
+    e: &EngineRef,
+    topic: String,
+) -> Result<StatusCode, ApiError> {
+    ferry_broker::validate_name("topic", &topic).map_err(|error| ApiError::Broker { error, field: None })?;
+    let engine = e.engine.clone();
+    let t = topic.clone();
+    let deleted = state
+        .detached(async move { engine.delete_topic(&t).await })
+        .await?
+        .map_err(failed)?;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(&topic))
+    }
+}
+
+/// `GET /v1/topics/{topic}/partitions/{partition}/records`: partition 0 from `offset` on, within
+/// `start_offset..=next_offset` as on the embedded engine.
+pub(super) async fn fetch(
+    state: &AppState,
+    e: &EngineRef,
+    topic: String,
+    partition: u32,
+    offset: u64,
+    limits: FetchLimits,
+) -> Result<Vec<StoredRecord>, ApiError> {
+    let t = describe_topic(state, e, topic.clone()).await?;
+    if partition != 0 {
+        return Err(ApiError::Broker {
+            error: BrokerError::PartitionNotFound {
+                topic,
+                partition,
+                partitions: 1,
+            },
+            field: None,
+        });
+    }
+    let (start, end) = (t.partitions[0].start_offset, t.partitions[0].next_offset);
+    if offset < start || offset > end {
+        return Err(ApiError::broker_at(
+            BrokerError::OffsetOutOfRange {
+                topic,
+                partition,
+                offset,
+                start,
+                end,
+            },
+            "offset",
+        ));
+    }
+    state
+        .long_poll(limits.max_wait, |wait| {
+            let engine = e.engine.clone();
+            let topic = topic.clone();
+            async move {
+                let got = engine
+                    .fetch(&topic, offset, limits.max_records, wait)
+                    .await
+                    .map_err(failed)?;
+                Ok(within_bytes(got, limits.max_bytes)
+                    .into_iter()
+                    .map(stored)
+                    .collect())
+            }
+        })
+        .await
+}
+
+/// The first records of `records` within about `max_bytes` of keys and values, at least one.
+fn within_bytes(mut records: Vec<InRecord>, max_bytes: usize) -> Vec<InRecord> {
+    let mut bytes = 0;
+    let keep = records
+        .iter()
+        .position(|r| {
+            bytes += r.value.len() + r.key.as_ref().map_or(0, String::len);
+            bytes > max_bytes
+        })
+        .map_or(records.len(), |i| i.max(1));
+    records.truncate(keep);
+    records
+}
+
+/// `GET /v1/queues/{group}/topics/{topic}`: the engine's counts; the settings are the defaults (engines
+/// keep their own: see docs/engines.md).
+pub(super) async fn queue_info(
+    state: &AppState,
+    e: &EngineRef,
+    group: String,
+    topic: String,
+) -> Result<QueueInfo, ApiError> {
+    ferry_broker::validate_name("group", &group).map_err(|error| ApiError::Broker { error, field: None })?;
+    describe_topic(state, e, topic.clone()).await?;
+    let engine = e.engine.clone();
+    let (g, t) = (group.clone(), topic.clone());
+    let got = state
+        .detached(async move { engine.group_state(&g, &t).await })
+        .await?
+        .map_err(failed)?;
+    let Some(s) = got else {
+        return Err(ApiError::Broker {
+            error: BrokerError::GroupNotFound { group, topic },
+            field: None,
+        });
+    };
+    let config = QueueConfig::default();
+    Ok(QueueInfo {
+        dead_letter_topic: String::new(),
+        group,
+        topic,
+        config,
+        depth: s.depth,
+        in_flight: s.in_flight,
+    })
+}
+
+/// `GET /v1/groups/{group}/topics/{topic}/records`.
+pub(super) async fn group_fetch(
+    state: &AppState,
+    e: &EngineRef,
+    group: String,
+    topic: String,
+    member: Option<MemberRef>,
+    limits: FetchLimits,
+) -> Result<Vec<StoredRecord>, ApiError> {
+    state
+        .long_poll(limits.max_wait, |max_wait| {
+            let (state, engine) = (state.clone(), e.engine.clone());
+            let (group, topic, member) = (group.clone(), topic.clone(), member.clone());
+            // Detached: a group fetch moves the group's position, so it must not stop half way.
+            async move {
+                let limits = FetchLimits { max_wait, ..limits };
+                let groups = state.clone();
+                let got = state
+                    .detached(async move {
+                        groups
+                            .stream_groups()
+                            .fetch(engine.as_ref(), &group, &topic, member.as_ref(), limits)
+                            .await
+                    })
+                    .await?
+                    .map_err(failed)?;
+                Ok(got.into_iter().map(stored).collect())
+            }
+        })
+        .await
+}
+
+/// `POST .../offsets`: the errors name `offsets[i]` as on the embedded engine.
+pub(super) async fn group_commit(
+    state: &AppState,
+    e: &EngineRef,
+    group: String,
+    topic: String,
+    member: Option<MemberRef>,
+    offsets: Vec<(u32, u64)>,
+) -> Result<(), ApiError> {
+    let (groups, engine, pairs) = (state.clone(), e.engine.clone(), offsets.clone());
+    let done = state
+        .detached(async move {
+            groups
+                .stream_groups()
+                .commit(engine.as_ref(), &group, &topic, member.as_ref(), &pairs)
+                .await
+        })
+        .await?;
+    done.map_err(|error| {
+        let at = |want: &dyn Fn(&(u32, u64)) -> bool, key: &str| {
+            offsets
+                .iter()
+                .position(want)
+                .map(|i| format!("offsets[{i}].{key}"))
+        };
+        let field = match &error {
+            EngineError::Broker(
+                BrokerError::PartitionNotFound { partition, .. } | BrokerError::NotAssigned { partition, .. },
+            ) => at(&|(p, _)| p == partition, "partition"),
+            EngineError::Broker(BrokerError::OffsetOutOfRange {
+                partition, offset, ..
+            }) => at(&|(p, o)| p == partition && o == offset, "offset"),
+            _ => None,
+        };
+        ApiError::Engine { error, field }
+    })
+}
+
+/// `GET .../offsets`.
+pub(super) async fn group_status(
+    state: &AppState,
+    e: &EngineRef,
+    group: String,
+    topic: String,
+) -> Result<GroupStatus, ApiError> {
+    let (groups, engine) = (state.clone(), e.engine.clone());
+    state
+        .detached(async move {
+            groups
+                .stream_groups()
+                .status(engine.as_ref(), &group, &topic)
+                .await
+        })
+        .await?
+        .map_err(failed)
+}
+
+/// What a membership call does.
+pub(super) enum Member {
+    Join(JoinOptions),
+    Heartbeat { member_id: String, generation: u64 },
+    Leave { member_id: String },
+}
+
+/// `POST .../members`, `POST .../members/{member}/heartbeat`, `DELETE .../members/{member}`: the
+/// membership after the call (`None` after a leave).
+pub(super) async fn membership(
+    state: &AppState,
+    e: &EngineRef,
+    group: String,
+    topic: String,
+    call: Member,
+) -> Result<Option<Membership>, ApiError> {
+    let (groups, engine) = (state.clone(), e.engine.clone());
+    state
+        .detached(async move {
+            let (g, engine) = (groups.stream_groups(), engine.as_ref());
+            match call {
+                Member::Join(options) => g.join(engine, &group, &topic, options).await.map(Some),
+                Member::Heartbeat {
+                    member_id,
+                    generation,
+                } => g
+                    .heartbeat(engine, &group, &topic, &member_id, generation)
+                    .await
+                    .map(Some),
+                Member::Leave { member_id } => {
+                    g.leave(engine, &group, &topic, &member_id).await.map(|()| None)
+                }
+            }
+        })
+        .await?
+        .map_err(failed)
+}
+
+/// `POST .../seek`.
+pub(super) async fn group_seek(
+    state: &AppState,
+    e: &EngineRef,
+    group: String,
+    topic: String,
+    partition: Option<u32>,
+    to: SeekTo,
+) -> Result<Vec<(u32, u64)>, ApiError> {
+    let (groups, engine) = (state.clone(), e.engine.clone());
+    state
+        .detached(async move {
+            groups
+                .stream_groups()
+                .seek(engine.as_ref(), &group, &topic, partition, to)
+                .await
+        })
+        .await?
+        .map_err(|error| {
+            let field = matches!(error, EngineError::Broker(BrokerError::OffsetOutOfRange { .. }))
+                .then(|| "to.offset".to_string());
+            ApiError::Engine { error, field }
+        })
 }

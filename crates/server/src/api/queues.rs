@@ -124,6 +124,9 @@ pub(super) async fn describe(
     State(state): State<AppState>,
     PathParams((group, topic)): PathParams<(String, String)>,
 ) -> Result<Json<QueueInfo>, ApiError> {
+    if let Some(e) = state.engine() {
+        return Ok(Json(super::on_engine::queue_info(&state, e, group, topic).await?));
+    }
     Ok(Json(state.broker().queue_info(&group, &topic)?))
 }
 

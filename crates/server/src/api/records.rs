@@ -176,6 +176,15 @@ pub(super) async fn fetch(
         message: "required: the offset to read from".into(),
     })?;
     let limits = fetch_limits(&q)?;
+    if let Some(e) = state.engine() {
+        let records = super::on_engine::fetch(&state, e, topic.clone(), partition, offset, limits).await?;
+        state.metrics().records_out(&topic, &records);
+        return Ok(Json(RecordsOut {
+            topic: &topic,
+            records: &records,
+        })
+        .into_response());
+    }
     let broker = state.broker();
     let records = state
         .long_poll(limits.max_wait, |max_wait| {

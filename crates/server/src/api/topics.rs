@@ -81,10 +81,12 @@ pub(super) struct Topics {
     description = "Every topic with its settings and partitions, by name.",
     responses((status = 200, description = "The topics.", body = Topics)),
 )]
-pub(super) async fn list(State(state): State<AppState>) -> Json<Topics> {
-    Json(Topics {
-        topics: state.broker().list_topics(),
-    })
+pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Topics>, ApiError> {
+    let topics = match state.engine() {
+        Some(e) => super::on_engine::list_topics(&state, e).await?,
+        None => state.broker().list_topics(),
+    };
+    Ok(Json(Topics { topics }))
 }
 
 /// `GET /v1/topics/{topic}`.
@@ -106,6 +108,9 @@ pub(super) async fn describe(
     State(state): State<AppState>,
     PathParams(topic): PathParams<String>,
 ) -> Result<Json<TopicInfo>, ApiError> {
+    if let Some(e) = state.engine() {
+        return Ok(Json(super::on_engine::describe_topic(&state, e, topic).await?));
+    }
     Ok(Json(state.broker().describe_topic(&topic)?))
 }
 
@@ -129,6 +134,9 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     PathParams(topic): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(e) = state.engine() {
+        return super::on_engine::delete_topic(&state, e, topic).await;
+    }
     let broker = state.broker().clone();
     state
         .detached(async move { broker.delete_topic(&topic).await })
