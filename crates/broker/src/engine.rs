@@ -238,6 +238,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
         unsupported(self.name(), "describing queue groups")
     }
 
+    /// The filter policy ferry applies to group `group` on `topic` (a subscription's), if any.
+    fn filter(&self, group: &str, topic: &str) -> Option<crate::FilterPolicy> {
+        let _ = (group, topic);
+        None
+    }
+
     /// The value under `key` in the engine's durable metadata store (any text key), or `None`.
     fn meta_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<MetaValue>, EngineError>> {
         let _ = key;
@@ -456,16 +462,12 @@ impl Filtered {
         }
     }
 
-    /// Records of `group` on `topic` that `policy` refuses are acked unseen from now on.
+    /// Records of `group` on `topic` that `policy` refuses are acked unseen from now on (a queue group),
+    /// or skipped by its fetches (a stream group: `crate::engine_groups`).
     pub fn set_filter(&self, group: &str, topic: &str, policy: crate::FilterPolicy) {
         if let Ok(mut f) = self.filters.write() {
             f.insert((group.to_owned(), topic.to_owned()), policy);
         }
-    }
-
-    fn filter(&self, group: &str, topic: &str) -> Option<crate::FilterPolicy> {
-        let f = self.filters.read().ok()?;
-        f.get(&(group.to_owned(), topic.to_owned())).cloned()
     }
 }
 
@@ -589,6 +591,11 @@ impl Engine for Filtered {
         topic: &'a str,
     ) -> BoxFuture<'a, Result<Option<GroupState>, EngineError>> {
         self.inner.group_state(group, topic)
+    }
+
+    fn filter(&self, group: &str, topic: &str) -> Option<crate::FilterPolicy> {
+        let f = self.filters.read().ok()?;
+        f.get(&(group.to_owned(), topic.to_owned())).cloned()
     }
 
     fn meta_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<MetaValue>, EngineError>> {

@@ -370,7 +370,7 @@ impl StreamGroups {
             })
             .map_or(records.len(), |i| i.max(1));
         records.truncate(keep);
-        let Some(last) = records.last() else {
+        let Some(next) = records.last().map(|r| r.offset + 1) else {
             return Ok(records);
         };
         // The group may have moved on while the fetch waited: then these records are not handed out.
@@ -381,7 +381,6 @@ impl StreamGroups {
                 return Err(stale(group, topic, m.generation, now.generation));
             }
         }
-        let next = last.offset + 1;
         self.positions().insert(
             slot,
             Position {
@@ -390,7 +389,37 @@ impl StreamGroups {
                 next,
             },
         );
+        // A subscription's filter drops what it refuses; the position moves past it all the same.
+        if let Some(policy) = engine.filter(group, topic) {
+            records.retain(|r| {
+                let headers: Vec<crate::Header> = r
+                    .headers
+                    .iter()
+                    .map(|(key, value)| crate::Header {
+                        key: key.clone(),
+                        value: Bytes::from(value.clone()),
+                    })
+                    .collect();
+                policy.matches(&headers, &r.value)
+            });
+        }
         Ok(records)
+    }
+
+    /// Makes `group` a stream subscription's group: unless it has state already, it starts at the end of
+    /// `topic`, so that it gets the records published from now on (as on the embedded engine).
+    pub async fn subscribe(&self, engine: &dyn Engine, group: &str, topic: &str) -> Result<(), EngineError> {
+        validate_name("group", group)?;
+        let state = Self::topic(engine, topic).await?;
+        Self::update(engine, group, topic, |doc, _| {
+            let fresh = doc.committed.is_none() && doc.members.is_empty() && doc.generation == 0;
+            if fresh {
+                doc.committed = Some(state.next_offset);
+            }
+            Ok(((), fresh))
+        })
+        .await?;
+        Ok(())
     }
 
     /// Commits `offsets` (partition 0 only: the next record the group will process).

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use ferry_broker::engine::{Engine as _, GroupSettings, SharedEngine};
+use ferry_broker::engine::{Engine as _, EngineError, GroupSettings, SharedEngine};
 
 use crate::config::{Config, EngineConfig};
 
@@ -32,7 +32,7 @@ pub async fn connect(config: &EngineConfig) -> anyhow::Result<Option<SharedEngin
 /// (engines other than the embedded one cannot filter JSON bodies the SNS way).
 ///
 /// # Errors
-/// A stream subscription (stream groups do not run on these engines yet), a bad filter policy, the
+/// A stream subscription on an engine without stream groups (RabbitMQ), a bad filter policy, the
 /// engine refusing a topic or group.
 pub async fn with_subscriptions(engine: SharedEngine, config: &Config) -> anyhow::Result<SharedEngine> {
     if config.subscriptions.is_empty() {
@@ -42,21 +42,28 @@ pub async fn with_subscriptions(engine: SharedEngine, config: &Config) -> anyhow
     let filtered = ferry_broker::engine::Filtered::new(engine);
     for (sub, s) in &config.subscriptions {
         let at = || format!("subscriptions.{sub}");
-        if s.kind != ferry_broker::SubscriptionKind::Queue {
-            anyhow::bail!(
-                "{}: kind = \"stream\" is not supported on the {name} engine yet (docs/engines.md); use \"queue\"",
-                at()
-            );
-        }
         filtered.ensure_topic(&s.topic).await.with_context(at)?;
-        let settings = GroupSettings {
-            visibility: std::time::Duration::from_millis(s.queue.visibility_timeout_ms),
-            max_in_flight: s.queue.max_in_flight,
-        };
-        filtered
-            .ensure_group(sub, &s.topic, settings)
-            .await
-            .with_context(at)?;
+        if s.kind == ferry_broker::SubscriptionKind::Stream {
+            // A stream group of its own, starting at the end of the topic.
+            let groups = ferry_broker::engine_groups::StreamGroups::default();
+            match groups.subscribe(&filtered, sub, &s.topic).await {
+                Err(EngineError::Unsupported { .. }) => anyhow::bail!(
+                    "{}: kind = \"stream\" needs stream groups, which the {name} engine does not have \
+                     (docs/engines.md); use \"queue\"",
+                    at()
+                ),
+                done => done.with_context(at)?,
+            }
+        } else {
+            let settings = GroupSettings {
+                visibility: std::time::Duration::from_millis(s.queue.visibility_timeout_ms),
+                max_in_flight: s.queue.max_in_flight,
+            };
+            filtered
+                .ensure_group(sub, &s.topic, settings)
+                .await
+                .with_context(at)?;
+        }
         if let Some(policy) = &s.filter_policy {
             let policy = ferry_broker::FilterPolicy::parse(policy, s.filter_scope).with_context(at)?;
             filtered.set_filter(sub, &s.topic, policy);

@@ -219,14 +219,35 @@ url = "http://127.0.0.1:{hook_port}/hook"
 fn api_on(engine_line: &str, log: bool) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("api.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[engine]\n{engine_line}\n\n[subscriptions.eu-orders]\ntopic = \"orders\"\nkind = \"queue\"\n\
-             filter_policy = {{ region = [\"eu\"] }}\n"
-        ),
-    )
-    .unwrap();
+    let queue_sub = format!(
+        "[engine]\n{engine_line}\n\n[subscriptions.eu-orders]\ntopic = \"orders\"\nkind = \"queue\"\n\
+         filter_policy = {{ region = [\"eu\"] }}\n"
+    );
+    let stream_sub = "[subscriptions.eu-audit]\ntopic = \"orders\"\nkind = \"stream\"\n\
+                      filter_policy = { region = [\"eu\"] }\n";
+    if !log {
+        // A stream subscription needs stream groups, which this engine has not.
+        std::fs::write(&config, format!("{queue_sub}\n{stream_sub}")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .current_dir(dir.path())
+            .args([
+                "up",
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("subscriptions.eu-audit") && err.contains("stream groups"),
+            "{err}"
+        );
+    }
+    let both = format!("{queue_sub}\n{stream_sub}");
+    std::fs::write(&config, if log { both.as_str() } else { queue_sub.as_str() }).unwrap();
     let up = up(
         dir.path(),
         &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
@@ -430,6 +451,23 @@ fn api_on(engine_line: &str, log: bool) {
         "nothing else passes"
     );
 
+    if log {
+        // The stream subscription started at the end of the topic when `ferry up` made it, and its filter
+        // lets only the two `eu` records through.
+        let (s, v, b) = call(
+            "GET",
+            "/v1/groups/eu-audit/topics/orders/records?max_wait_ms=2000",
+            "",
+        );
+        assert_eq!(s, 200, "{b}");
+        let ns: Vec<i64> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"]["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ns, vec![1, 3], "{b}");
+    }
     // Subscriptions come from ferry.toml on engines.
     let (s, v, _) = call("GET", "/v1/topics/orders/subscriptions", "");
     assert_eq!((s, v["error"].as_str()), (501, Some("engine_unsupported")));
