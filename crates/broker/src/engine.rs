@@ -142,6 +142,21 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
         topic: &'a str,
         settings: GroupSettings,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Creates queue group `group` on `topic` with a queue group's settings (the API's), unless it exists.
+    /// Engines apply `visibility_timeout_ms` and `max_in_flight`; [`crate::engine_policies::Policies`]
+    /// applies `max_deliveries` and `dead_letter_topic` on engines that have no dead-lettering of their own.
+    fn ensure_queue<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+        config: &'a QueueConfig,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        let settings = GroupSettings {
+            visibility: Duration::from_millis(config.visibility_timeout_ms),
+            max_in_flight: config.max_in_flight,
+        };
+        self.ensure_group(group, topic, settings)
+    }
     /// Publishes `records` to `topic`; returns once they are durable, with each record's id
     /// `(partition, offset)`, in order.
     fn publish_ids<'a>(
@@ -440,174 +455,5 @@ impl Engine for Broker {
         visibility: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move { Ok(self.extend(group, topic, ids, visibility).await?) })
-    }
-}
-
-/// An engine whose queue groups may have filter policies applied by ferry itself: subscriptions on an
-/// engine that cannot filter JSON bodies or headers the SNS way (NATS JetStream, RabbitMQ). A receive
-/// acks the records of a filtered group that do not match and returns the others, so every ferry
-/// process that receives for the group must know its filter (each reads the same `[subscriptions]`).
-#[derive(Debug)]
-pub struct Filtered {
-    inner: SharedEngine,
-    filters: std::sync::RwLock<std::collections::HashMap<(String, String), crate::FilterPolicy>>,
-}
-
-impl Filtered {
-    /// `inner` without filters yet.
-    pub fn new(inner: SharedEngine) -> Self {
-        Self {
-            inner,
-            filters: std::sync::RwLock::default(),
-        }
-    }
-
-    /// Records of `group` on `topic` that `policy` refuses are acked unseen from now on (a queue group),
-    /// or skipped by its fetches (a stream group: `crate::engine_groups`).
-    pub fn set_filter(&self, group: &str, topic: &str, policy: crate::FilterPolicy) {
-        if let Ok(mut f) = self.filters.write() {
-            f.insert((group.to_owned(), topic.to_owned()), policy);
-        }
-    }
-}
-
-impl Engine for Filtered {
-    fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.ensure_topic(topic)
-    }
-
-    fn ensure_group<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        settings: GroupSettings,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.ensure_group(group, topic, settings)
-    }
-
-    fn publish_ids<'a>(
-        &'a self,
-        topic: &'a str,
-        records: Vec<OutRecord>,
-    ) -> BoxFuture<'a, Result<Vec<(u32, u64)>, EngineError>> {
-        self.inner.publish_ids(topic, records)
-    }
-
-    fn receive<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        max: usize,
-        wait: Duration,
-    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>> {
-        Box::pin(async move {
-            let got = self.inner.receive(group, topic, max, wait).await?;
-            let Some(policy) = self.filter(group, topic) else {
-                return Ok(got);
-            };
-            let (keep, skip): (Vec<InRecord>, Vec<InRecord>) = got.into_iter().partition(|r| {
-                let headers: Vec<Header> = r
-                    .headers
-                    .iter()
-                    .map(|(key, value)| Header {
-                        key: key.clone(),
-                        value: Bytes::from(value.clone()),
-                    })
-                    .collect();
-                policy.matches(&headers, &r.value)
-            });
-            if !skip.is_empty() {
-                let ids: Vec<(u32, u64)> = skip.iter().map(InRecord::id).collect();
-                // Not fatal: the records come again and are filtered again; `keep` is held by now.
-                if let Err(e) = self.inner.ack(group, topic, &ids).await {
-                    tracing::warn!(%group, %topic, error = %e, "could not ack records the filter policy skips");
-                }
-            }
-            Ok(keep)
-        })
-    }
-
-    fn ack<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        ids: &'a [(u32, u64)],
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.ack(group, topic, ids)
-    }
-
-    fn nack<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        ids: &'a [(u32, u64)],
-        delay: Duration,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.nack(group, topic, ids, delay)
-    }
-
-    fn extend<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-        ids: &'a [(u32, u64)],
-        visibility: Duration,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.extend(group, topic, ids, visibility)
-    }
-
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicState>, EngineError>> {
-        self.inner.topics()
-    }
-
-    fn describe_topic<'a>(
-        &'a self,
-        topic: &'a str,
-    ) -> BoxFuture<'a, Result<Option<TopicState>, EngineError>> {
-        self.inner.describe_topic(topic)
-    }
-
-    fn delete_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
-        self.inner.delete_topic(topic)
-    }
-
-    fn fetch<'a>(
-        &'a self,
-        topic: &'a str,
-        offset: u64,
-        max: usize,
-        wait: Duration,
-    ) -> BoxFuture<'a, Result<Vec<InRecord>, EngineError>> {
-        self.inner.fetch(topic, offset, max, wait)
-    }
-
-    fn group_state<'a>(
-        &'a self,
-        group: &'a str,
-        topic: &'a str,
-    ) -> BoxFuture<'a, Result<Option<GroupState>, EngineError>> {
-        self.inner.group_state(group, topic)
-    }
-
-    fn filter(&self, group: &str, topic: &str) -> Option<crate::FilterPolicy> {
-        let f = self.filters.read().ok()?;
-        f.get(&(group.to_owned(), topic.to_owned())).cloned()
-    }
-
-    fn meta_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<MetaValue>, EngineError>> {
-        self.inner.meta_get(key)
-    }
-
-    fn meta_put<'a>(
-        &'a self,
-        key: &'a str,
-        value: Bytes,
-        revision: Option<u64>,
-    ) -> BoxFuture<'a, Result<Option<u64>, EngineError>> {
-        self.inner.meta_put(key, value, revision)
     }
 }

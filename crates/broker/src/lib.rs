@@ -20,6 +20,7 @@ mod broker;
 mod config;
 pub mod engine;
 pub mod engine_groups;
+pub mod engine_policies;
 mod error;
 mod filter;
 mod membership;

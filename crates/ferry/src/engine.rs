@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use ferry_broker::engine::{Engine as _, EngineError, GroupSettings, SharedEngine};
+use ferry_broker::engine::{Engine as _, EngineError, SharedEngine};
 
 use crate::config::{Config, EngineConfig};
 
@@ -28,18 +28,16 @@ pub async fn connect(config: &EngineConfig) -> anyhow::Result<Option<SharedEngin
     })
 }
 
-/// `engine` with the queue groups of `[subscriptions]` made, their filter policies applied by ferry
-/// (engines other than the embedded one cannot filter JSON bodies the SNS way).
+/// `engine` with ferry's policies applied on top (`ferry_broker::engine_policies`): the groups of
+/// `[subscriptions]` made, their filter policies applied by ferry (engines other than the embedded one
+/// cannot filter JSON bodies the SNS way), and queue groups dead-lettered after `max_deliveries`.
 ///
 /// # Errors
 /// A stream subscription on an engine without stream groups (RabbitMQ), a bad filter policy, the
 /// engine refusing a topic or group.
 pub async fn with_subscriptions(engine: SharedEngine, config: &Config) -> anyhow::Result<SharedEngine> {
-    if config.subscriptions.is_empty() {
-        return Ok(engine);
-    }
     let name = config.engine.name();
-    let filtered = ferry_broker::engine::Filtered::new(engine);
+    let filtered = ferry_broker::engine_policies::Policies::new(engine);
     for (sub, s) in &config.subscriptions {
         let at = || format!("subscriptions.{sub}");
         filtered.ensure_topic(&s.topic).await.with_context(at)?;
@@ -55,12 +53,14 @@ pub async fn with_subscriptions(engine: SharedEngine, config: &Config) -> anyhow
                 done => done.with_context(at)?,
             }
         } else {
-            let settings = GroupSettings {
-                visibility: std::time::Duration::from_millis(s.queue.visibility_timeout_ms),
-                max_in_flight: s.queue.max_in_flight,
-            };
+            if s.queue.delivery_delay_ms != 0 {
+                anyhow::bail!(
+                    "{}: queue.delivery_delay_ms is not supported on the {name} engine (docs/engines.md)",
+                    at()
+                );
+            }
             filtered
-                .ensure_group(sub, &s.topic, settings)
+                .ensure_queue(sub, &s.topic, &s.queue)
                 .await
                 .with_context(at)?;
         }

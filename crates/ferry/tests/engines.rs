@@ -468,6 +468,66 @@ fn api_on(engine_line: &str, log: bool) {
             .collect();
         assert_eq!(ns, vec![1, 3], "{b}");
     }
+    // A queue group's `max_deliveries` and dead-letter topic, applied by ferry.
+    let (s, _, b) = call("POST", "/v1/topics", r#"{"name": "jobs"}"#);
+    assert_eq!(s, 201, "{b}");
+    for (body, field) in [
+        (r#"{"max_deliveries": 1000}"#, "max_deliveries"),
+        (r#"{"delivery_delay_ms": 5}"#, "delivery_delay_ms"),
+    ] {
+        let (s, v, b) = call("PUT", "/v1/queues/retry/topics/jobs", body);
+        assert_eq!((s, v["field"].as_str()), (422, Some(field)), "{b}");
+    }
+    let (s, v, b) = call("PUT", "/v1/queues/retry/topics/jobs", r#"{"max_deliveries": 2}"#);
+    assert_eq!(
+        (s, v["dead_letter_topic"].as_str()),
+        (201, Some("jobs.retry.dlq")),
+        "{b}"
+    );
+    let (s, _, b) = call(
+        "POST",
+        "/v1/topics/jobs/records",
+        r#"{"key": "j1", "value": {"job": 1}}"#,
+    );
+    assert_eq!(s, 200, "{b}");
+    let take = |group: &str, topic: &str, wait: u64| {
+        let (s, v, b) = call(
+            "POST",
+            &format!("/v1/queues/{group}/topics/{topic}/receive"),
+            &format!(r#"{{"max_records": 10, "max_wait_ms": {wait}}}"#),
+        );
+        assert_eq!(s, 200, "{b}");
+        v["records"].as_array().unwrap().clone()
+    };
+    for delivery in 1..=2 {
+        let got = take("retry", "jobs", 5000);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["delivery_count"], delivery);
+        let (s, _, b) = call(
+            "POST",
+            "/v1/queues/retry/topics/jobs/nack",
+            &format!(r#"{{"records": [{}]}}"#, id(&got[0])),
+        );
+        assert_eq!(s, 204, "{b}");
+    }
+    assert_eq!(
+        take("retry", "jobs", 1000),
+        Vec::<serde_json::Value>::new(),
+        "dead-lettered"
+    );
+    let dead = take("ferry-dlq-replay", "jobs.retry.dlq", 5000);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (
+            dead[0]["value"]["job"].as_i64(),
+            dead[0]["key"].as_str(),
+            dead[0]["headers"]["ferry-dlq-group"].as_str(),
+            dead[0]["headers"]["ferry-dlq-deliveries"].as_str()
+        ),
+        (Some(1), Some("j1"), Some("retry"), Some("2")),
+        "{dead:?}"
+    );
+
     // Subscriptions come from ferry.toml on engines.
     let (s, v, _) = call("GET", "/v1/topics/orders/subscriptions", "");
     assert_eq!((s, v["error"].as_str()), (501, Some("engine_unsupported")));

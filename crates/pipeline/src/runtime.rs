@@ -47,7 +47,7 @@ pub fn stage_topic(pipeline: &str, stage: &str) -> String {
 }
 
 /// The queue group `ferry dlq replay` reads `<pipeline>.dlq` with.
-pub const DLQ_REPLAY_GROUP: &str = "ferry-dlq-replay";
+pub const DLQ_REPLAY_GROUP: &str = ferry_broker::engine_policies::DEAD_LETTER_GROUP;
 
 /// The dead-letter topic of a pipeline.
 pub fn dlq_topic(pipeline: &str) -> String {

@@ -14,7 +14,8 @@ use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ferry_broker::engine::{EngineError, GroupSettings, InRecord, OutRecord};
+use ferry_broker::engine::{EngineError, GUARD_DELIVERIES, InRecord, OutRecord};
+use ferry_broker::engine_policies::DeadLetters;
 use ferry_broker::{
     BrokerError, FetchLimits, GroupStatus, Header, JoinOptions, MemberRef, Membership, PartitionInfo,
     Produce, Produced, QueueConfig, QueueInfo, SeekTo, StoredRecord, TopicConfig, TopicInfo,
@@ -148,8 +149,9 @@ pub(super) async fn publish(
 }
 
 /// `PUT /v1/queues/{group}/topics/{topic}`: made unless it exists (an existing group keeps its
-/// settings); 201 either way. Of the settings, the engines use `visibility_timeout_ms` and
-/// `max_in_flight`.
+/// settings); 201 either way. The engines use `visibility_timeout_ms` and `max_in_flight`; ferry applies
+/// `max_deliveries` (below the engines' guard of 1000) and `dead_letter_topic`; `delivery_delay_ms` is
+/// refused.
 pub(super) async fn create_queue(
     state: &AppState,
     e: &EngineRef,
@@ -160,18 +162,34 @@ pub(super) async fn create_queue(
     config
         .validate()
         .map_err(|error| ApiError::Broker { error, field: None })?;
-    let settings = GroupSettings {
-        visibility: Duration::from_millis(config.visibility_timeout_ms),
-        max_in_flight: config.max_in_flight,
+    let refuse = |field: &'static str, message: String| ApiError::Broker {
+        error: BrokerError::InvalidConfig { field, message },
+        field: None,
     };
+    if config.max_deliveries >= GUARD_DELIVERIES {
+        let most = GUARD_DELIVERIES - 1;
+        return Err(refuse(
+            "max_deliveries",
+            format!("must be 1..={most} on the {} engine", e.name),
+        ));
+    }
+    if config.delivery_delay_ms != 0 {
+        return Err(refuse(
+            "delivery_delay_ms",
+            format!("is not supported on the {} engine", e.name),
+        ));
+    }
+    let dead = DeadLetters::of(&config, &group, &topic);
+    ferry_broker::validate_name("dead_letter_topic", &dead.topic)
+        .map_err(|error| ApiError::Broker { error, field: None })?;
     let engine = e.engine.clone();
-    let (g, t) = (group.clone(), topic.clone());
+    let (g, t, c) = (group.clone(), topic.clone(), config.clone());
     state
-        .detached(async move { engine.ensure_group(&g, &t, settings).await })
+        .detached(async move { engine.ensure_queue(&g, &t, &c).await })
         .await?
         .map_err(failed)?;
     let info = QueueInfo {
-        dead_letter_topic: config.dead_letter_topic.clone().unwrap_or_default(),
+        dead_letter_topic: dead.topic,
         group,
         topic,
         config,
@@ -220,7 +238,7 @@ pub(super) async fn receive(
     let engine = e.engine.clone();
     let (g, t) = (group.clone(), topic.clone());
     state
-        .detached(async move { engine.ensure_group(&g, &t, GroupSettings::default()).await })
+        .detached(async move { engine.ensure_queue(&g, &t, &QueueConfig::default()).await })
         .await?
         .map_err(failed)?;
     let got = state
