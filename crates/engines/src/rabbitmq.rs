@@ -7,8 +7,9 @@
 //! - Queue group `G` on `T` is a durable quorum queue `ferry.T:G` (`x-queue-type = quorum`,
 //!   `x-delivery-limit = 1000` as a guard: stages dead-letter records themselves) bound to `ferry.T`;
 //!   `ensure_group` checks that the exchange exists, then declares and binds the queue. Both calls are
-//!   idempotent. Names longer than AMQP's 255 bytes are refused. [`GroupSettings`] are not used: there
-//!   is no lease length (below), and a process holds at most 1000 unacked records per group (prefetch).
+//!   idempotent. Names longer than AMQP's 255 bytes are refused. Of the [`GroupSettings`], only
+//!   `visibility` is used, by this process only (the lease length is not stored in RabbitMQ, below);
+//!   a process holds at most 1000 unacked records per group (prefetch).
 //! - `publish` sends every record of a call on a channel in confirm mode, `mandatory`, then waits for
 //!   every confirm: `Ok` once RabbitMQ has acked them all (quorum queues confirm after a Raft commit).
 //!   A record that reached no queue (the topic has no group) comes back with its confirm, and the call
@@ -18,17 +19,31 @@
 //!   is set (seconds), `app_id` is `ferry`, and `message_id` is its ferry id: the decimal text of
 //!   `(ms since the Unix epoch << 22) | 22 random bits`, increasing within a process (below 2^63).
 //! - `receive` starts one consumer per `(group, topic)` on first use (own channel, manual acks,
-//!   prefetch 1000; it lives as long as the engine), takes up to `max` of its deliveries and waits up
-//!   to `wait` for the first. An [`InRecord`] has partition 0, an offset, the publish time in ms and
+//!   prefetch 1000; it lives as long as the engine; a task moves its deliveries into a counted buffer),
+//!   takes up to `max` of its deliveries and waits up to `wait` for the first. Each record it hands
+//!   out is leased until now + the group's `visibility` (as given to `ensure_group` in this process,
+//!   else the default 30 s). An [`InRecord`] has partition 0, an offset, the publish time in ms and
 //!   `x-delivery-count + 1` deliveries (quorum queues count redeliveries). For a message ferry wrote
 //!   (`app_id = ferry` and a numeric `message_id` below 2^63) the offset is its ferry id, and the time
 //!   comes from it; any other message (published by another client) gets a process-unique offset
 //!   `2^63 | n` at each delivery, and the time of its `timestamp` property (0 without one). A ferry id
 //!   that arrives while this process holds the same id (a redelivery racing its first delivery, or a
 //!   copy published by hand) is requeued until the first is done.
-//! - `ack`, `nack` and `extend` work on records this process holds, by id; an id it does not hold
-//!   fails with [`EngineError::NotLeased`] and nothing changes. `ack` forgets a record only once its
-//!   `basic.ack` was sent; `nack` gives records back at once (or holds them for the delay).
+//! - `ack`, `nack` and `extend` work on records this process holds, by id; an id it does not hold, or
+//!   whose lease has run out, fails with [`EngineError::NotLeased`] and nothing changes. `ack` forgets
+//!   a record only once its `basic.ack` was sent; `nack` gives records back at once (or holds them for
+//!   the delay: no longer leased, so the lease timer leaves them alone); `extend` makes the leases end
+//!   `visibility` from now.
+//! - Leases are timed by the engine: one task per engine sleeps until the earliest lease ends (woken
+//!   when an earlier one is made) and requeues the records whose lease ran out with `basic.nack`
+//!   (requeue), so RabbitMQ delivers them again with `x-delivery-count` one higher. It holds the engine
+//!   weakly and ends once the engine is dropped.
+//!
+//! - `describe_topic` checks the exchange with a passive declare; `delete_topic` deletes the exchange
+//!   only (AMQP cannot list queues, so the group queues `ferry.T:G` remain, bound to nothing, until
+//!   deleted otherwise); `group_state` reads the queue's ready count with a passive declare.
+//!   `topics`, `fetch`, `meta_get` and `meta_put` are unsupported: RabbitMQ keeps no log to list or
+//!   read by offset, and has no key-value store over AMQP.
 //!
 //! # What RabbitMQ does differently
 //!
@@ -37,10 +52,11 @@
 //!   to seek to, no partitions (order is per queue, and redeliveries break it).
 //! - AMQP has no delayed requeue: a `nack` with a delay keeps the record held by this process and
 //!   requeues it from a timer (at once if the process dies first).
-//! - AMQP has no lease timeout: an unacked record stays with its consumer until acked or its channel
-//!   closes (RabbitMQ's `consumer_timeout`, 30 min by default, closes a channel that holds one
-//!   longer, prefetched records included). `extend` only checks that the records are held; a crashed
-//!   stage's records come back when its connection closes, not after `visibility`.
+//! - AMQP has no lease timeout: this engine times leases itself (above), so a lease ends after
+//!   `visibility` only while its process runs. A crashed process's records come back when its
+//!   connection closes (at once when the process dies, or after the heartbeat timeout), not after
+//!   `visibility`; and RabbitMQ's `consumer_timeout` (30 min by default) still closes a channel that
+//!   holds a record longer (prefetched records count, and `extend` does not reset it).
 //! - Acks are not confirmed in AMQP: one lost with its connection means the record comes again.
 //! - Headers are an AMQP table: they come back sorted by name, a repeated name keeps its last value,
 //!   and the name `ferry-key` is reserved.
@@ -61,17 +77,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ferry_broker::engine::{BoxFuture, Engine, EngineError, GroupSettings, InRecord, OutRecord};
-use futures_util::{FutureExt, StreamExt};
+use ferry_broker::engine::{
+    BoxFuture, Engine, EngineError, GroupSettings, GroupState, InRecord, OutRecord, TopicState,
+};
+use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -79,6 +98,7 @@ use lapin::uri::AMQPUri;
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer, ErrorKind,
 };
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, timeout, timeout_at};
 
 const ENGINE: &str = "rabbitmq";
@@ -109,17 +129,64 @@ impl std::fmt::Debug for RabbitMq {
 
 /// `(group, topic)`.
 type Key = (String, String);
-/// Held records of a group by offset, with the serial of the consumer each came from.
-type Held = HashMap<u64, (Acker, u64)>;
+/// Held records of a group by offset.
+type Held = HashMap<u64, Lease>;
+/// What a consumer's task passes on: a delivery, or the error that ended the consumer.
+type Pushed = lapin::Result<Delivery>;
+
+/// A record this process holds: handed out by `receive`, not yet acked, nacked or expired.
+struct Lease {
+    acker: Acker,
+    /// The serial of the consumer it came from.
+    consumer: u64,
+    /// When the lease ends: the record is then requeued, and no longer held.
+    until: Instant,
+}
+
+impl Lease {
+    /// Held still: its channel is alive and its lease has not run out.
+    fn valid(&self, now: Instant) -> bool {
+        !self.acker.poisoned() && self.until > now
+    }
+}
+
+#[derive(Default)]
+struct Leases {
+    groups: HashMap<Key, Held>,
+    /// When the lease timer wakes next (`None`: it waits for a lease to be made).
+    armed: Option<Instant>,
+}
+
+impl Leases {
+    /// Wakes the lease timer if a lease now ends before the timer would wake.
+    fn arm(&mut self, until: Instant, timer: &Notify) {
+        if self.armed.is_none_or(|at| until < at) {
+            self.armed = Some(until);
+            timer.notify_one();
+        }
+    }
+}
 
 struct Inner {
     uri: AMQPUri,
     link: tokio::sync::Mutex<LinkState>,
     consumers: tokio::sync::Mutex<HashMap<Key, Arc<Consuming>>>,
-    leases: Mutex<HashMap<Key, Held>>,
+    leases: Mutex<Leases>,
+    /// The lease length of each group ensured by this process.
+    visibility: Mutex<HashMap<Key, Duration>>,
+    /// Wakes the lease timer (`expire_leases`): a lease ends earlier than it would wake, or the engine
+    /// is gone.
+    timer: Arc<Notify>,
     /// Idle publishing channels (in confirm mode), with the serial of their connection.
     publishers: Mutex<Vec<(u64, Channel)>>,
     serials: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The lease timer finds the engine gone and ends.
+        self.timer.notify_one();
+    }
 }
 
 #[derive(Default)]
@@ -136,11 +203,26 @@ struct Link {
     topics: Mutex<HashSet<String>>,
 }
 
+/// A consumer of a group: a task (`pump`) moves its deliveries into `buffer` as they arrive, so that
+/// they can be counted.
 struct Consuming {
     serial: u64,
     link: u64,
     channel: Channel,
-    stream: tokio::sync::Mutex<Consumer>,
+    buffer: tokio::sync::Mutex<mpsc::UnboundedReceiver<Pushed>>,
+    /// Deliveries in `buffer`: prefetched, not yet handed out by `receive`.
+    buffered: Arc<AtomicUsize>,
+}
+
+/// What [`RabbitMq::held`] does with the leases it checked.
+#[derive(Clone, Copy)]
+enum Hold {
+    /// Nothing (an ack forgets them once sent).
+    Keep,
+    /// Forgets them (a nack).
+    Take,
+    /// Makes them end `visibility` from now (an extend).
+    Renew(Duration),
 }
 
 fn key(group: &str, topic: &str) -> Key {
@@ -193,6 +275,16 @@ fn classify(e: &lapin::Error, not_found: impl FnOnce() -> String) -> EngineError
         });
     }
     lost(e.clone())
+}
+
+/// True for a refusal with `404 NOT_FOUND` (a passive declare of something that does not exist).
+fn is_not_found(e: &lapin::Error) -> bool {
+    if let ErrorKind::ProtocolError(p) = e.kind()
+        && let AMQPErrorKind::Soft(soft) = p.kind()
+    {
+        return *soft == AMQPSoftError::NOTFOUND;
+    }
+    false
 }
 
 fn no_topic(topic: &str) -> impl FnOnce() -> String + '_ {
@@ -337,6 +429,78 @@ async fn requeue(ackers: Vec<(u64, Acker)>, group: &str) -> Result<(), EngineErr
     result
 }
 
+/// `now + visibility`, or (for a visibility too long to add) some 30 years from now.
+fn lease_end(now: Instant, visibility: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(visibility.min(FAR)).unwrap_or(now)
+}
+
+/// Moves a consumer's deliveries into its buffer (counting them) as they arrive, until the consumer
+/// ends (its error is passed on first) or the buffer is dropped with its [`Consuming`]; the consumer
+/// is then dropped too, which cancels it.
+async fn pump(mut stream: Consumer, buffer: mpsc::UnboundedSender<Pushed>, buffered: Arc<AtomicUsize>) {
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = buffer.closed() => return,
+        };
+        let Some(next) = next else {
+            return;
+        };
+        let failed = next.is_err();
+        if !failed {
+            buffered.fetch_add(1, Ordering::SeqCst);
+        }
+        if buffer.send(next).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The lease timer: requeues the records whose lease ran out, then sleeps until the next lease ends
+/// (or `timer` wakes it for an earlier one). Ends once the engine is dropped.
+async fn expire_leases(engine: Weak<Inner>, timer: Arc<Notify>) {
+    loop {
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let next = {
+            let mut leases = lock(&inner.leases);
+            let mut next: Option<Instant> = None;
+            for ((group, _), held) in &mut leases.groups {
+                let ackers: Vec<(u64, Acker)> = held
+                    .extract_if(|_, l| l.until <= now)
+                    .map(|(offset, l)| (offset, l.acker))
+                    .collect();
+                if !ackers.is_empty() {
+                    expired.push((group.clone(), ackers));
+                }
+                next = held.values().map(|l| l.until).chain(next).min();
+            }
+            leases.groups.retain(|_, held| !held.is_empty());
+            leases.armed = next;
+            next
+        };
+        drop(inner);
+        for (group, ackers) in expired {
+            // Given back (a lease lost with its channel was given back by RabbitMQ already).
+            tracing::debug!(group, records = ackers.len(), "leases ran out; requeueing");
+            tokio::spawn(async move { requeue(ackers, &group).await });
+        }
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = timer.notified() => {}
+                }
+            }
+            None => timer.notified().await,
+        }
+    }
+}
+
 impl RabbitMq {
     /// Connects to `url` (`amqp://user:password@host:port/vhost`); reconnects with backoff by itself
     /// after the connection is lost.
@@ -345,17 +509,21 @@ impl RabbitMq {
         let uri: AMQPUri = url
             .parse()
             .map_err(|_: String| refused("the URL is not a valid amqp:// URL"))?;
+        let timer = Arc::new(Notify::new());
         let engine = Self {
             inner: Arc::new(Inner {
                 uri,
                 link: tokio::sync::Mutex::default(),
                 consumers: tokio::sync::Mutex::default(),
                 leases: Mutex::default(),
+                visibility: Mutex::default(),
+                timer: timer.clone(),
                 publishers: Mutex::default(),
                 serials: AtomicU64::new(1),
             }),
         };
         engine.link().await?;
+        tokio::spawn(expire_leases(Arc::downgrade(&engine.inner), timer));
         Ok(engine)
     }
 
@@ -381,7 +549,7 @@ impl RabbitMq {
             }
             tracing::warn!("rabbitmq connection lost; reconnecting");
             state.current = None;
-            lock(&self.inner.leases).clear();
+            lock(&self.inner.leases).groups.clear();
             lock(&self.inner.publishers).clear();
         }
         let now = Instant::now();
@@ -438,6 +606,58 @@ impl RabbitMq {
         Ok(())
     }
 
+    /// Whether the exchange of `topic` exists, asked anew with a passive declare on a throwaway channel
+    /// (a 404 closes it); the connection's list of known topics follows the answer.
+    async fn exists(&self, topic: &str) -> Result<bool, EngineError> {
+        let exchange = amqp_name(topic, None)?;
+        let link = self.link().await?;
+        let channel = link.conn.create_channel().await.map_err(lost)?;
+        let options = ExchangeDeclareOptions {
+            passive: true,
+            durable: true,
+            ..Default::default()
+        };
+        let (kind, arguments) = (lapin::ExchangeKind::Fanout, FieldTable::default());
+        match channel.exchange_declare(exchange, kind, options, arguments).await {
+            Ok(()) => {
+                lock(&link.topics).insert(topic.to_owned());
+                Ok(true)
+            }
+            Err(e) if is_not_found(&e) => {
+                lock(&link.topics).remove(topic);
+                Ok(false)
+            }
+            Err(e) => Err(classify(&e, no_topic(topic))),
+        }
+    }
+
+    /// Records of `(group, topic)` this process holds (leased by a receive, not yet acked, nacked or
+    /// requeued by the lease timer).
+    fn held_count(&self, group: &str, topic: &str) -> u64 {
+        let leases = lock(&self.inner.leases);
+        let held = leases
+            .groups
+            .get(&key(group, topic))
+            .map_or(0, |h| h.values().filter(|l| !l.acker.poisoned()).count());
+        u64::try_from(held).unwrap_or(u64::MAX)
+    }
+
+    /// Deliveries the consumer of `(group, topic)` has prefetched and `receive` not yet handed out.
+    async fn buffered_count(&self, group: &str, topic: &str) -> u64 {
+        let consumers = self.inner.consumers.lock().await;
+        let buffered = consumers
+            .get(&key(group, topic))
+            .filter(|c| c.channel.status().connected())
+            .map_or(0, |c| c.buffered.load(Ordering::SeqCst));
+        u64::try_from(buffered).unwrap_or(u64::MAX)
+    }
+
+    /// The lease length of a group: as ensured by this process, else the default.
+    fn visibility(&self, group: &str, topic: &str) -> Duration {
+        let visibility = lock(&self.inner.visibility).get(&key(group, topic)).copied();
+        visibility.unwrap_or_else(|| GroupSettings::default().visibility)
+    }
+
     /// The consumer of `(group, topic)`, made (again) if missing or its channel or connection is gone.
     async fn consumer(&self, group: &str, topic: &str) -> Result<Arc<Consuming>, EngineError> {
         let queue = amqp_name(topic, Some(group))?;
@@ -448,8 +668,8 @@ impl RabbitMq {
                 consumers.insert(key(group, topic), c.clone());
                 return Ok(c);
             }
-            if let Some(held) = lock(&self.inner.leases).get_mut(&key(group, topic)) {
-                held.retain(|_, (_, consumer)| *consumer != c.serial);
+            if let Some(held) = lock(&self.inner.leases).groups.get_mut(&key(group, topic)) {
+                held.retain(|_, lease| lease.consumer != c.serial);
             }
         }
         let channel = link.conn.create_channel().await.map_err(lost)?;
@@ -466,34 +686,39 @@ impl RabbitMq {
                     format!("queue group `{group}` on topic `{topic}` does not exist")
                 })
             })?;
-        let stream = tokio::sync::Mutex::new(stream);
+        let (sender, buffer) = mpsc::unbounded_channel();
+        let buffered = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(pump(stream, sender, buffered.clone()));
         let c = Arc::new(Consuming {
             serial: self.serial(),
             link: link.serial,
             channel,
-            stream,
+            buffer: tokio::sync::Mutex::new(buffer),
+            buffered,
         });
         consumers.insert(key(group, topic), c.clone());
         Ok(c)
     }
 
-    /// Checks that every id is held by this process (nothing changes otherwise) and returns their
-    /// offsets and ackers; with `take`, forgets them.
+    /// Checks that every id is held by this process, its lease not run out (nothing changes otherwise),
+    /// and returns their offsets and ackers; `hold` says what becomes of the leases.
     fn held(
         &self,
         group: &str,
         topic: &str,
         ids: &[(u32, u64)],
-        take: bool,
+        hold: Hold,
     ) -> Result<Vec<(u64, Acker)>, EngineError> {
-        let mut leases = lock(&self.inner.leases);
-        let held = leases.get_mut(&key(group, topic));
+        let now = Instant::now();
+        let mut guard = lock(&self.inner.leases);
+        let leases = &mut *guard;
+        let held = leases.groups.get_mut(&key(group, topic));
         for &(partition, offset) in ids {
             let lease = held
                 .as_ref()
                 .and_then(|h| h.get(&offset))
                 .filter(|_| partition == 0);
-            if lease.is_none_or(|(acker, _)| acker.poisoned()) {
+            if !lease.is_some_and(|l| l.valid(now)) {
                 let id = format!("{partition}/{offset}");
                 return Err(not_leased(format!(
                     "record {id} of group {group} is not leased by this process"
@@ -504,25 +729,31 @@ impl RabbitMq {
             return Ok(Vec::new());
         };
         let mut seen = HashSet::new();
-        let ackers = ids
-            .iter()
-            .filter(|(_, o)| seen.insert(*o))
-            .filter_map(|&(_, offset)| {
-                let acker = if take {
-                    held.remove(&offset)
-                } else {
-                    held.get(&offset).cloned()
-                };
-                acker.map(|(acker, _)| (offset, acker))
-            });
-        Ok(ackers.collect())
+        let mut ackers = Vec::with_capacity(ids.len());
+        for &(_, offset) in ids.iter().filter(|(_, o)| seen.insert(*o)) {
+            let acker = match hold {
+                Hold::Keep => held.get(&offset).map(|l| l.acker.clone()),
+                Hold::Take => held.remove(&offset).map(|l| l.acker),
+                Hold::Renew(visibility) => held.get_mut(&offset).map(|l| {
+                    l.until = lease_end(now, visibility);
+                    l.acker.clone()
+                }),
+            };
+            ackers.extend(acker.map(|a| (offset, a)));
+        }
+        if let Hold::Renew(visibility) = hold
+            && !ackers.is_empty()
+        {
+            leases.arm(lease_end(now, visibility), &self.inner.timer);
+        }
+        Ok(ackers)
     }
 
     /// Forgets a held record once it is settled (unless it is held anew under another acker).
     fn forget(&self, group: &str, topic: &str, offset: u64, acker: &Acker) {
         let mut leases = lock(&self.inner.leases);
-        if let Some(held) = leases.get_mut(&key(group, topic))
-            && held.get(&offset).is_some_and(|(a, _)| a == acker)
+        if let Some(held) = leases.groups.get_mut(&key(group, topic))
+            && held.get(&offset).is_some_and(|l| l.acker == *acker)
         {
             held.remove(&offset);
         }
@@ -624,7 +855,7 @@ impl Engine for RabbitMq {
         &'a self,
         group: &'a str,
         topic: &'a str,
-        _settings: GroupSettings,
+        settings: GroupSettings,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let (exchange, queue) = (amqp_name(topic, None)?, amqp_name(topic, Some(group))?);
@@ -648,7 +879,9 @@ impl Engine for RabbitMq {
                     FieldTable::default(),
                 )
                 .await;
-            bound.map_err(|e| classify(&e, no_topic(topic)))
+            bound.map_err(|e| classify(&e, no_topic(topic)))?;
+            lock(&self.inner.visibility).insert(key(group, topic), settings.visibility);
+            Ok(())
         })
     }
 
@@ -696,20 +929,23 @@ impl Engine for RabbitMq {
             if max == 0 {
                 return Ok(Vec::new());
             }
-            let Ok(mut stream) = timeout_at(deadline, consuming.stream.lock()).await else {
+            let Ok(mut buffer) = timeout_at(deadline, consuming.buffer.lock()).await else {
                 return Ok(Vec::new());
             };
             let mut deliveries = Vec::new();
-            let Ok(mut next) = timeout_at(deadline, stream.next()).await else {
+            let Ok(mut next) = timeout_at(deadline, buffer.recv()).await else {
                 return Ok(Vec::new());
             };
             loop {
+                if let Some(Ok(_)) = next {
+                    consuming.buffered.fetch_sub(1, Ordering::SeqCst);
+                }
                 match next {
                     Some(Ok(d)) if d.acker.usable() => deliveries.push(d),
                     Some(Ok(_)) => {}
                     end => {
                         // The consumer failed or was cancelled: the next receive makes a new one.
-                        drop(stream);
+                        drop(buffer);
                         let mut consumers = self.inner.consumers.lock().await;
                         if consumers
                             .get(&key(group, topic))
@@ -726,25 +962,41 @@ impl Engine for RabbitMq {
                 if deliveries.len() >= max {
                     break;
                 }
-                let Some(more) = stream.next().now_or_never() else {
-                    break;
+                next = match buffer.try_recv() {
+                    Ok(more) => Some(more),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
                 };
-                next = more;
             }
-            drop(stream);
-            let mut leases = lock(&self.inner.leases);
-            let held = leases.entry(key(group, topic)).or_default();
+            drop(buffer);
+            let now = Instant::now();
+            let until = lease_end(now, self.visibility(group, topic));
+            let mut guard = lock(&self.inner.leases);
+            let leases = &mut *guard;
+            let held = leases.groups.entry(key(group, topic)).or_default();
             let mut out = Vec::with_capacity(deliveries.len());
             for (record, acker) in deliveries.into_iter().map(to_record) {
-                if held.get(&record.offset).is_some_and(|(a, _)| !a.poisoned()) {
+                // (Expired but not yet requeued counts as held: the timer requeues the old one.)
+                if held.get(&record.offset).is_some_and(|l| !l.acker.poisoned()) {
                     // A ferry id held already (only ferry-written messages keep their id: a
                     // redelivery, or a copy): it comes again once the first is done.
                     let (group, offset) = (group.to_owned(), record.offset);
                     tokio::spawn(async move { requeue(vec![(offset, acker)], &group).await });
                     continue;
                 }
-                held.insert(record.offset, (acker, consuming.serial));
+                let consumer = consuming.serial;
+                held.insert(
+                    record.offset,
+                    Lease {
+                        acker,
+                        consumer,
+                        until,
+                    },
+                );
                 out.push(record);
+            }
+            if !out.is_empty() {
+                leases.arm(until, &self.inner.timer);
             }
             Ok(out)
         })
@@ -758,7 +1010,7 @@ impl Engine for RabbitMq {
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let mut result = Ok(());
-            for (offset, acker) in self.held(group, topic, ids, false)? {
+            for (offset, acker) in self.held(group, topic, ids, Hold::Keep)? {
                 let done = acker.ack(BasicAckOptions::default()).await;
                 // Forgotten only once acked (or found void): after a failure the ack can be retried.
                 if done.is_ok() {
@@ -778,7 +1030,7 @@ impl Engine for RabbitMq {
         delay: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
-            let ackers = self.held(group, topic, ids, true)?;
+            let ackers = self.held(group, topic, ids, Hold::Take)?;
             if delay.is_zero() {
                 return requeue(ackers, group).await;
             }
@@ -797,8 +1049,127 @@ impl Engine for RabbitMq {
         group: &'a str,
         topic: &'a str,
         ids: &'a [(u32, u64)],
-        _visibility: Duration,
+        visibility: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move { self.held(group, topic, ids, false).map(drop) })
+        Box::pin(async move { self.held(group, topic, ids, Hold::Renew(visibility)).map(drop) })
+    }
+
+    fn name(&self) -> &'static str {
+        ENGINE
+    }
+
+    /// The topic if its exchange `ferry.T` exists. RabbitMQ keeps no log: an exchange stores nothing,
+    /// so the offsets and the size are always 0.
+    fn describe_topic<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TopicState>, EngineError>> {
+        Box::pin(async move {
+            let exists = self.exists(topic).await?;
+            Ok(exists.then(|| TopicState {
+                name: topic.to_owned(),
+                start_offset: 0,
+                next_offset: 0,
+                size_bytes: 0,
+            }))
+        })
+    }
+
+    /// Deletes the exchange `ferry.T`; `false` if it did not exist. AMQP cannot list queues, so the
+    /// queues of the topic's groups (`ferry.T:G`) remain until deleted otherwise: they receive nothing
+    /// more, keep the records they hold, and a group made again on a topic of the same name uses its
+    /// queue again. This process's consumers and leases on them stay valid.
+    fn delete_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(async move {
+            let exchange = amqp_name(topic, None)?;
+            if !self.exists(topic).await? {
+                return Ok(false);
+            }
+            let link = self.link().await?;
+            let channel = link.conn.create_channel().await.map_err(lost)?;
+            let deleted = channel
+                .exchange_delete(exchange, ExchangeDeleteOptions::default())
+                .await;
+            // A publish checks the exchange again from now on.
+            lock(&link.topics).remove(topic);
+            deleted.map_err(|e| classify(&e, no_topic(topic)))?;
+            Ok(true)
+        })
+    }
+
+    /// The group's queue `ferry.T:G` if it exists: depth = its ready messages (RabbitMQ's count, which
+    /// leaves out the unacked ones) + the records this process's consumer has prefetched but not yet
+    /// handed out + the records this process holds for the group; in flight = the records this process
+    /// holds. Records other processes hold or have prefetched, and records nacked with a delay that is
+    /// still running, are unacked in RabbitMQ and counted in neither. The three counts are read one
+    /// after the other, so while records move between them the sum can be off for a moment.
+    fn group_state<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GroupState>, EngineError>> {
+        Box::pin(async move {
+            let queue = amqp_name(topic, Some(group))?;
+            let channel = self.admin().await?;
+            let options = QueueDeclareOptions {
+                passive: true,
+                durable: true,
+                ..Default::default()
+            };
+            let queue = match channel.queue_declare(queue, options, FieldTable::default()).await {
+                Ok(queue) => queue,
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => {
+                    return Err(classify(&e, || {
+                        format!("queue group `{group}` on topic `{topic}` does not exist")
+                    }));
+                }
+            };
+            let buffered = self.buffered_count(group, topic).await;
+            let in_flight = self.held_count(group, topic);
+            let depth = u64::from(queue.message_count())
+                .saturating_add(buffered)
+                .saturating_add(in_flight);
+            Ok(Some(GroupState { depth, in_flight }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn inner(timer: Arc<Notify>) -> Arc<Inner> {
+        Arc::new(Inner {
+            uri: "amqp://127.0.0.1:1/%2f".parse().unwrap(),
+            link: tokio::sync::Mutex::default(),
+            consumers: tokio::sync::Mutex::default(),
+            leases: Mutex::default(),
+            visibility: Mutex::default(),
+            timer,
+            publishers: Mutex::default(),
+            serials: AtomicU64::new(1),
+        })
+    }
+
+    /// The lease timer ends with its engine (after being woken for a lease, too).
+    #[tokio::test]
+    async fn the_lease_timer_ends_with_the_engine() {
+        for woken in [false, true] {
+            let timer = Arc::new(Notify::new());
+            let engine = inner(timer.clone());
+            let task = tokio::spawn(expire_leases(Arc::downgrade(&engine), timer));
+            tokio::task::yield_now().await;
+            if woken {
+                let at = Instant::now() + Duration::from_secs(3600);
+                lock(&engine.leases).arm(at, &engine.timer);
+                tokio::task::yield_now().await;
+            }
+            assert!(!task.is_finished());
+            drop(engine);
+            timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        }
     }
 }

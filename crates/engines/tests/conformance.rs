@@ -56,18 +56,11 @@ const SCENARIOS: &[(&str, Scenario)] = &[
 ];
 
 /// What an engine cannot do, with the reason (the same list is in docs/engines.md).
-const UNSUPPORTED: &[(&str, &str, &str)] = &[
-    (
-        "rabbitmq",
-        "records_before_the_group_are_kept",
-        "an exchange keeps nothing: a queue group only gets records published after its queue exists",
-    ),
-    (
-        "rabbitmq",
-        "an_expired_lease_redelivers",
-        "AMQP has no lease timeout: an unacked record returns only when its consumer's channel closes",
-    ),
-];
+const UNSUPPORTED: &[(&str, &str, &str)] = &[(
+    "rabbitmq",
+    "records_before_the_group_are_kept",
+    "an exchange keeps nothing: a queue group only gets records published after its queue exists",
+)];
 
 async fn run_suite(engine_name: &str, engine: SharedEngine) {
     let mut failed = Vec::new();
@@ -141,15 +134,6 @@ async fn rabbitmq_records_before_the_group_are_kept() {
         return;
     };
     records_before_the_group_are_kept(engine, "gap".into()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "unsupported on rabbitmq: AMQP has no lease timeout, an unacked record returns only when its channel closes (docs/engines.md)"]
-async fn rabbitmq_an_expired_lease_redelivers() {
-    let Some((_server, engine)) = rabbitmq().await else {
-        return;
-    };
-    an_expired_lease_redelivers(engine, "gap".into()).await;
 }
 
 // ---- helpers ----

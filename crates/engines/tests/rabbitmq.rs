@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_broker::engine::{Engine, EngineError, GroupSettings, InRecord, OutRecord};
+use ferry_broker::engine::{Engine, EngineError, GroupSettings, GroupState, InRecord, OutRecord, TopicState};
 use ferry_engines::rabbitmq::RabbitMq;
 use ferry_engines::servers::{RabbitServer, require};
 use tokio::time::Instant;
@@ -381,4 +381,199 @@ async fn survives_a_restart() {
     e.ack("g", "t", &ids).await.unwrap();
     let rest = e.receive("g", "t", 10, Duration::from_millis(300)).await.unwrap();
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// Polls `group_state` until it is `want` (every 20 ms, 5 s at most: the counts are read one after
+/// the other while RabbitMQ moves records between them), then asserts it is.
+async fn state_becomes(e: &RabbitMq, group: &str, topic: &str, want: GroupState) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = e.group_state(group, topic).await.unwrap();
+        if state == Some(want) || Instant::now() >= deadline {
+            assert_eq!(state, Some(want), "group {group} on {topic}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Leases end after the group's visibility unless extended: the record is requeued (one delivery
+/// more) and its id is no longer leased; a record nacked with a delay is left to its delay.
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_run_out() {
+    let Some(rabbit) = require(RabbitServer::start(), "rabbitmq-server") else {
+        return;
+    };
+    let e = RabbitMq::connect(&rabbit.url()).await.unwrap();
+    let visibility = Duration::from_millis(600);
+    e.ensure_topic("t").await.unwrap();
+    let settings = GroupSettings {
+        visibility,
+        ..GroupSettings::default()
+    };
+    e.ensure_group("g", "t", settings).await.unwrap();
+    e.ensure_group("slow", "t", GroupSettings::default())
+        .await
+        .unwrap();
+    e.publish("t", (0..3).map(record).collect()).await.unwrap();
+
+    let before = Instant::now();
+    let got = receive_n(&e, "g", "t", 3).await;
+    assert_eq!(got.len(), 3);
+    let [a, b, c] = [got[0].id(), got[1].id(), got[2].id()];
+    // `a` is extended past its first lease, `b` left to run out, `c` nacked with a delay longer than
+    // the lease.
+    e.extend("g", "t", &[a], Duration::from_secs(5)).await.unwrap();
+    let delay = Duration::from_millis(2500);
+    let nacked = Instant::now();
+    e.nack("g", "t", &[c], delay).await.unwrap();
+    // `b`'s lease runs out: it is requeued and prefetched again; `a` alone is held.
+    let one_held = GroupState {
+        depth: 2,
+        in_flight: 1,
+    };
+    state_becomes(&e, "g", "t", one_held).await;
+    assert!(
+        before.elapsed() >= visibility,
+        "expired after {:?}",
+        before.elapsed()
+    );
+    for message in [
+        not_leased(e.ack("g", "t", &[b]).await),
+        not_leased(e.extend("g", "t", &[b], Duration::from_secs(5)).await),
+        not_leased(e.nack("g", "t", &[b], Duration::ZERO).await),
+        // Nothing changes when one id of a call is not leased.
+        not_leased(e.ack("g", "t", &[a, b]).await),
+    ] {
+        assert!(message.contains("is not leased"), "{message}");
+    }
+    // `a` outlived its first lease, extended.
+    e.ack("g", "t", &[a]).await.unwrap();
+    // `b` comes again, with one delivery more.
+    let again = receive_n(&e, "g", "t", 1).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id(), again[0].deliveries), (b, 2));
+    assert_eq!(again[0].value, got[1].value);
+    e.ack("g", "t", &[b]).await.unwrap();
+    // `c` comes back after its delay, requeued once only (not also by the lease timer).
+    let third = receive_n(&e, "g", "t", 1).await;
+    assert_eq!(third.len(), 1);
+    assert!(nacked.elapsed() >= delay, "back after {:?}", nacked.elapsed());
+    assert_eq!((third[0].id(), third[0].deliveries), (c, 2));
+    e.ack("g", "t", &[c]).await.unwrap();
+    let rest = e.receive("g", "t", 10, Duration::from_secs(1)).await.unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+
+    // A lease extended for less than it had left ends earlier: on a group with 30 s leases, a record
+    // extended for 200 ms comes again within seconds.
+    let first = receive_n(&e, "slow", "t", 3).await;
+    assert_eq!(first.len(), 3);
+    let ids: Vec<(u32, u64)> = first.iter().map(InRecord::id).collect();
+    e.ack("slow", "t", &ids[1..]).await.unwrap();
+    let extended = Instant::now();
+    e.extend("slow", "t", &ids[..1], Duration::from_millis(200))
+        .await
+        .unwrap();
+    let again = receive_n(&e, "slow", "t", 1).await;
+    assert_eq!(again.len(), 1);
+    assert!(
+        extended.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        extended.elapsed()
+    );
+    assert_eq!((again[0].id(), again[0].deliveries), (ids[0], 2));
+    e.ack("slow", "t", &ids[..1]).await.unwrap();
+}
+
+#[track_caller]
+fn unsupported<T: std::fmt::Debug>(r: Result<T, EngineError>) -> String {
+    match r {
+        Err(EngineError::Unsupported {
+            engine: "rabbitmq",
+            what,
+        }) => what,
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_group_state_and_delete() {
+    let Some(rabbit) = require(RabbitServer::start(), "rabbitmq-server") else {
+        return;
+    };
+    let e = RabbitMq::connect(&rabbit.url()).await.unwrap();
+    assert_eq!(e.name(), "rabbitmq");
+    let topic = "a.b-c_d";
+    assert_eq!(e.describe_topic(topic).await.unwrap(), None);
+    assert!(!e.delete_topic(topic).await.unwrap());
+    e.ensure_topic(topic).await.unwrap();
+    // RabbitMQ keeps no log: no offsets, no size.
+    let want = TopicState {
+        name: topic.to_owned(),
+        start_offset: 0,
+        next_offset: 0,
+        size_bytes: 0,
+    };
+    assert_eq!(e.describe_topic(topic).await.unwrap(), Some(want));
+
+    assert_eq!(e.group_state("g", topic).await.unwrap(), None);
+    assert_eq!(e.group_state("g", "missing").await.unwrap(), None);
+    e.ensure_group("g", topic, GroupSettings::default())
+        .await
+        .unwrap();
+    let empty = GroupState {
+        depth: 0,
+        in_flight: 0,
+    };
+    assert_eq!(e.group_state("g", topic).await.unwrap(), Some(empty));
+    e.publish(topic, (0..5).map(record).collect()).await.unwrap();
+    let all = GroupState {
+        depth: 5,
+        in_flight: 0,
+    };
+    assert_eq!(e.group_state("g", topic).await.unwrap(), Some(all));
+    // Two received: held by this process. The consumer has prefetched the other three, which
+    // RabbitMQ counts as unacked, not ready: the depth counts them as this process's buffer.
+    let two = receive_n(&e, "g", topic, 2).await;
+    assert_eq!(two.len(), 2);
+    let five_two = GroupState {
+        depth: 5,
+        in_flight: 2,
+    };
+    state_becomes(&e, "g", topic, five_two).await;
+    let ids: Vec<(u32, u64)> = two.iter().map(InRecord::id).collect();
+    e.ack("g", topic, &ids).await.unwrap();
+    let three = GroupState {
+        depth: 3,
+        in_flight: 0,
+    };
+    state_becomes(&e, "g", topic, three).await;
+    let rest = receive_n(&e, "g", topic, 3).await;
+    assert_eq!(rest.len(), 3);
+    let ids: Vec<(u32, u64)> = rest.iter().map(InRecord::id).collect();
+    e.ack("g", topic, &ids).await.unwrap();
+    assert_eq!(e.group_state("g", topic).await.unwrap(), Some(empty));
+
+    // Deleting: the exchange goes, the group's queue stays (and is bound to nothing any more).
+    assert!(e.delete_topic(topic).await.unwrap());
+    assert!(!e.delete_topic(topic).await.unwrap());
+    assert_eq!(e.describe_topic(topic).await.unwrap(), None);
+    let message = refused(e.publish(topic, vec![record(0)]).await);
+    assert!(message.contains("does not exist"), "{message}");
+    assert_eq!(e.group_state("g", topic).await.unwrap(), Some(empty));
+    // Made again, the topic works, with the group's old queue bound again.
+    e.ensure_topic(topic).await.unwrap();
+    e.ensure_group("g", topic, GroupSettings::default())
+        .await
+        .unwrap();
+    e.publish(topic, vec![record(7)]).await.unwrap();
+    let got = receive_n(&e, "g", topic, 1).await;
+    assert_eq!(got[0].value, record(7).value);
+    e.ack("g", topic, &[got[0].id()]).await.unwrap();
+
+    // No log, no key-value store.
+    unsupported(e.topics().await);
+    unsupported(e.fetch(topic, 0, 10, Duration::ZERO).await);
+    unsupported(e.meta_get("k").await);
+    unsupported(e.meta_put("k", Bytes::from_static(b"v"), None).await);
 }
