@@ -254,9 +254,36 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// The filter policy ferry applies to group `group` on `topic` (a subscription's), if any.
-    fn filter(&self, group: &str, topic: &str) -> Option<crate::FilterPolicy> {
+    fn filter<'a>(&'a self, group: &'a str, topic: &'a str) -> BoxFuture<'a, Option<crate::FilterPolicy>> {
         let _ = (group, topic);
-        None
+        Box::pin(std::future::ready(None))
+    }
+
+    /// Creates subscription `name` on `topic` (see [`crate::engine_policies::Policies`]); `false` when it
+    /// existed with the same settings.
+    fn create_subscription<'a>(
+        &'a self,
+        topic: &'a str,
+        name: &'a str,
+        spec: crate::SubscriptionSpec,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        let _ = (topic, name, spec);
+        unsupported(self.name(), "subscriptions made through the API")
+    }
+
+    /// The subscriptions of `topic`, by name.
+    fn list_subscriptions<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<crate::SubscriptionInfo>, EngineError>> {
+        let _ = topic;
+        unsupported(self.name(), "subscriptions made through the API")
+    }
+
+    /// Deletes subscription `name` of `topic`; `false` when there was none.
+    fn delete_subscription<'a>(&'a self, topic: &'a str, name: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        let _ = (topic, name);
+        unsupported(self.name(), "subscriptions made through the API")
     }
 
     /// The value under `key` in the engine's durable metadata store (any text key), or `None`.

@@ -390,7 +390,7 @@ impl StreamGroups {
             },
         );
         // A subscription's filter drops what it refuses; the position moves past it all the same.
-        if let Some(policy) = engine.filter(group, topic) {
+        if let Some(policy) = engine.filter(group, topic).await {
             records.retain(|r| {
                 let headers: Vec<crate::Header> = r
                     .headers

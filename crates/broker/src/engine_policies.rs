@@ -2,15 +2,16 @@
 //! policies (the SNS way, on JSON bodies or headers) and queue groups' dead-lettering after
 //! `max_deliveries`, as the embedded broker does.
 //!
-//! A filter is known from `[subscriptions]` in `ferry.toml`, so every ferry process that serves a
-//! filtered subscription must read the same file. A queue group's dead-letter settings are stored in
-//! the engine's metadata store when it has one (NATS: the first creator's settings win, as an existing
-//! group keeps its settings on the embedded engine), so every process applies them; on an engine
-//! without one (RabbitMQ) a process applies the settings of the groups it created itself.
+//! Subscriptions and a queue group's dead-letter settings are stored in the engine's metadata store when
+//! it has one (NATS): every process on the engine reads them from there (subscriptions again after
+//! [`REFRESH`]), and the first creator's settings win, as an existing group keeps its settings on the
+//! embedded engine. On an engine without one (RabbitMQ) a process knows the subscriptions it made
+//! (`[subscriptions]` in `ferry.toml`, so every ferry process serving a filtered subscription must
+//! read the same file) and applies the dead-letter settings of the groups it made itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,21 @@ use crate::engine::{
     BoxFuture, Engine, EngineError, GroupSettings, GroupState, InRecord, MetaValue, OutRecord, SharedEngine,
     TopicState,
 };
-use crate::{FilterPolicy, Header, QueueConfig};
+use crate::engine_groups::StreamGroups;
+use crate::{
+    BrokerError, FilterPolicy, Header, QueueConfig, SubscriptionInfo, SubscriptionKind, SubscriptionSpec,
+    validate_name,
+};
+
+/// How long a process goes by the subscriptions it read from the engine's metadata store before it
+/// reads them again: a subscription made or deleted through another process applies here within this.
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// The subscriptions of one topic, by name, as stored.
+type Subscriptions = BTreeMap<String, SubscriptionSpec>;
+
+/// Per topic, the filters of its stored subscriptions by name, and when they were read.
+type SharedFilters = HashMap<String, (Instant, HashMap<String, FilterPolicy>)>;
 
 /// The group that keeps a dead-letter topic's records on an engine where a topic keeps records only for
 /// the groups that exist (RabbitMQ); it is the group `ferry dlq replay` reads with.
@@ -57,11 +72,25 @@ fn meta_key(group: &str, topic: &str) -> String {
     format!("queue-groups/{topic}/{group}")
 }
 
+fn subscriptions_key(topic: &str) -> String {
+    format!("subscriptions/{topic}")
+}
+
+fn unavailable(engine: &'static str, message: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable {
+        engine,
+        message: message.to_string(),
+    }
+}
+
 /// An engine with ferry's filter policies and dead-lettering applied on top.
 #[derive(Debug)]
 pub struct Policies {
     inner: SharedEngine,
+    /// Filters this process was given or made (`[subscriptions]`, the API).
     filters: RwLock<HashMap<Key, FilterPolicy>>,
+    /// Per topic, the subscriptions read from the engine's store and when.
+    shared: RwLock<SharedFilters>,
     dead_letters: RwLock<HashMap<Key, DeadLetters>>,
 }
 
@@ -71,6 +100,7 @@ impl Policies {
         Self {
             inner,
             filters: RwLock::default(),
+            shared: RwLock::default(),
             dead_letters: RwLock::default(),
         }
     }
@@ -81,6 +111,187 @@ impl Policies {
         if let Ok(mut f) = self.filters.write() {
             f.insert(key(group, topic), policy);
         }
+    }
+
+    /// The subscriptions of `topic` in the engine's store with their revision; `None` without a store.
+    async fn stored(&self, topic: &str) -> Result<Option<(Subscriptions, Option<u64>)>, EngineError> {
+        match self.inner.meta_get(&subscriptions_key(topic)).await {
+            Ok(Some(v)) => {
+                let subs = serde_json::from_slice(&v.value).map_err(|e| {
+                    unavailable(
+                        self.inner.name(),
+                        format!("the subscriptions of topic `{topic}` are unreadable: {e}"),
+                    )
+                })?;
+                Ok(Some((subs, Some(v.revision))))
+            }
+            Ok(None) => Ok(Some((Subscriptions::new(), None))),
+            Err(EngineError::Unsupported { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Changes the stored subscriptions of `topic` by compare-and-set; `None` without a store.
+    async fn change_stored<R>(
+        &self,
+        topic: &str,
+        mut change: impl FnMut(&mut Subscriptions) -> Result<(R, bool), EngineError>,
+    ) -> Result<Option<R>, EngineError> {
+        for _ in 0..64 {
+            let Some((mut subs, revision)) = self.stored(topic).await? else {
+                return Ok(None);
+            };
+            let (out, write) = change(&mut subs)?;
+            if !write {
+                return Ok(Some(out));
+            }
+            let value = serde_json::to_vec(&subs).map_err(|e| unavailable(self.inner.name(), e))?;
+            let key = subscriptions_key(topic);
+            if self.inner.meta_put(&key, value.into(), revision).await?.is_some() {
+                self.shared.write().map(|mut s| s.remove(topic)).ok();
+                return Ok(Some(out));
+            }
+        }
+        Err(unavailable(
+            self.inner.name(),
+            format!("the subscriptions of topic `{topic}` kept changing while this change was tried"),
+        ))
+    }
+
+    /// The filters of `topic`'s stored subscriptions, read again after [`REFRESH`].
+    async fn shared_filter(&self, group: &str, topic: &str) -> Option<FilterPolicy> {
+        let fresh = |s: &SharedFilters| {
+            s.get(topic)
+                .filter(|(at, _)| at.elapsed() < REFRESH)
+                .map(|(_, f)| f.get(group).cloned())
+        };
+        if let Some(found) = self.shared.read().ok().as_deref().and_then(fresh) {
+            return found;
+        }
+        let filters: HashMap<String, FilterPolicy> = match self.stored(topic).await {
+            Ok(Some((subs, _))) => subs
+                .into_iter()
+                .filter_map(|(name, spec)| {
+                    let policy = spec.filter_policy.as_ref()?;
+                    FilterPolicy::parse(policy, spec.filter_scope)
+                        .ok()
+                        .map(|p| (name, p))
+                })
+                .collect(),
+            Ok(None) => HashMap::new(),
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "could not read the topic's subscriptions");
+                return None;
+            }
+        };
+        let found = filters.get(group).cloned();
+        if let Ok(mut s) = self.shared.write() {
+            s.insert(topic.to_owned(), (Instant::now(), filters));
+        }
+        found
+    }
+
+    /// Declares subscription `name` on `topic` as `[subscriptions]` in `ferry.toml` does: its group made,
+    /// its filter applied in this process, and stored for every process where the engine has a store.
+    /// `false` when it existed with the same settings.
+    ///
+    /// # Errors
+    /// A bad name, policy or queue setting, a missing topic, the name taken with other settings
+    /// (`QueueExists`), the engine failing.
+    pub async fn declare(
+        &self,
+        topic: &str,
+        name: &str,
+        spec: SubscriptionSpec,
+    ) -> Result<bool, EngineError> {
+        self.create(topic, name, spec, false).await
+    }
+
+    /// [`Self::declare`]; with `shared`, only on an engine with a store (a subscription made through the
+    /// API must outlive this process).
+    async fn create(
+        &self,
+        topic: &str,
+        name: &str,
+        spec: SubscriptionSpec,
+        shared: bool,
+    ) -> Result<bool, EngineError> {
+        validate_name("name", name)?;
+        let policy = spec
+            .filter_policy
+            .as_ref()
+            .map(|p| FilterPolicy::parse(p, spec.filter_scope))
+            .transpose()?;
+        if spec.kind == SubscriptionKind::Queue {
+            spec.queue.validate()?;
+            let refuse = |field: &'static str, message: String| BrokerError::InvalidConfig { field, message };
+            let name = self.inner.name();
+            if spec.queue.max_deliveries >= crate::engine::GUARD_DELIVERIES {
+                let most = crate::engine::GUARD_DELIVERIES - 1;
+                return Err(refuse(
+                    "max_deliveries",
+                    format!("must be 1..={most} on the {name} engine"),
+                )
+                .into());
+            }
+            if spec.queue.delivery_delay_ms != 0 {
+                return Err(refuse(
+                    "delivery_delay_ms",
+                    format!("is not supported on the {name} engine"),
+                )
+                .into());
+            }
+        }
+        if self.inner.describe_topic(topic).await?.is_none() {
+            return Err(BrokerError::TopicNotFound(topic.into()).into());
+        }
+        let existing = match self.stored(topic).await? {
+            Some((subs, _)) => subs.get(name).cloned(),
+            None if shared => {
+                return Err(EngineError::Unsupported {
+                    engine: self.inner.name(),
+                    what: "subscriptions made through the API (declare them in [subscriptions] of \
+                           ferry.toml)"
+                        .into(),
+                });
+            }
+            None => None,
+        };
+        match existing {
+            Some(s) if s == spec => return Ok(false),
+            Some(_) => {
+                return Err(BrokerError::QueueExists {
+                    group: name.into(),
+                    topic: topic.into(),
+                }
+                .into());
+            }
+            None => {}
+        }
+        // The group first, so that a stored subscription always has one.
+        match spec.kind {
+            SubscriptionKind::Queue => self.ensure_queue(name, topic, &spec.queue).await?,
+            SubscriptionKind::Stream => StreamGroups::default().subscribe(self, name, topic).await?,
+        }
+        let created = self
+            .change_stored(topic, |subs| match subs.get(name) {
+                Some(s) if *s == spec => Ok((false, false)),
+                Some(_) => Err(BrokerError::QueueExists {
+                    group: name.into(),
+                    topic: topic.into(),
+                }
+                .into()),
+                None => {
+                    subs.insert(name.to_owned(), spec.clone());
+                    Ok((true, true))
+                }
+            })
+            .await?
+            .unwrap_or(true);
+        if let Some(policy) = policy {
+            self.set_filter(name, topic, policy);
+        }
+        Ok(created)
     }
 
     fn cached(&self, group: &str, topic: &str) -> Option<DeadLetters> {
@@ -240,7 +451,7 @@ impl Engine for Policies {
                 }
                 got = live;
             }
-            let Some(policy) = self.filter(group, topic) else {
+            let Some(policy) = self.filter(group, topic).await else {
                 return Ok(got);
             };
             let (keep, skip): (Vec<InRecord>, Vec<InRecord>) = got
@@ -323,8 +534,75 @@ impl Engine for Policies {
         self.inner.group_state(group, topic)
     }
 
-    fn filter(&self, group: &str, topic: &str) -> Option<FilterPolicy> {
-        self.filters.read().ok()?.get(&key(group, topic)).cloned()
+    fn filter<'a>(&'a self, group: &'a str, topic: &'a str) -> BoxFuture<'a, Option<FilterPolicy>> {
+        Box::pin(async move {
+            if let Some(shared) = self.shared_filter(group, topic).await {
+                return Some(shared);
+            }
+            self.filters.read().ok()?.get(&key(group, topic)).cloned()
+        })
+    }
+
+    fn create_subscription<'a>(
+        &'a self,
+        topic: &'a str,
+        name: &'a str,
+        spec: SubscriptionSpec,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(self.create(topic, name, spec, true))
+    }
+
+    fn list_subscriptions<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SubscriptionInfo>, EngineError>> {
+        Box::pin(async move {
+            if self.inner.describe_topic(topic).await?.is_none() {
+                return Err(BrokerError::TopicNotFound(topic.into()).into());
+            }
+            let Some((subs, _)) = self.stored(topic).await? else {
+                return Err(EngineError::Unsupported {
+                    engine: self.inner.name(),
+                    what: "listing subscriptions (they are declared in ferry.toml)".into(),
+                });
+            };
+            Ok(subs
+                .into_iter()
+                .map(|(name, spec)| SubscriptionInfo {
+                    topic: topic.to_owned(),
+                    name,
+                    spec,
+                })
+                .collect())
+        })
+    }
+
+    fn delete_subscription<'a>(
+        &'a self,
+        topic: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(async move {
+            if self.inner.describe_topic(topic).await?.is_none() {
+                return Err(BrokerError::TopicNotFound(topic.into()).into());
+            }
+            let deleted = self
+                .change_stored(topic, |subs| {
+                    let had = subs.remove(name).is_some();
+                    Ok((had, had))
+                })
+                .await?;
+            let Some(deleted) = deleted else {
+                return Err(EngineError::Unsupported {
+                    engine: self.inner.name(),
+                    what: "deleting subscriptions (they are declared in ferry.toml)".into(),
+                });
+            };
+            if let Ok(mut f) = self.filters.write() {
+                f.remove(&key(name, topic));
+            }
+            Ok(deleted)
+        })
     }
 
     fn meta_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<MetaValue>, EngineError>> {

@@ -40,33 +40,27 @@ pub async fn with_subscriptions(engine: SharedEngine, config: &Config) -> anyhow
     let filtered = ferry_broker::engine_policies::Policies::new(engine);
     for (sub, s) in &config.subscriptions {
         let at = || format!("subscriptions.{sub}");
-        filtered.ensure_topic(&s.topic).await.with_context(at)?;
-        if s.kind == ferry_broker::SubscriptionKind::Stream {
-            // A stream group of its own, starting at the end of the topic.
-            let groups = ferry_broker::engine_groups::StreamGroups::default();
-            match groups.subscribe(&filtered, sub, &s.topic).await {
-                Err(EngineError::Unsupported { .. }) => anyhow::bail!(
-                    "{}: kind = \"stream\" needs stream groups, which the {name} engine does not have \
-                     (docs/engines.md); use \"queue\"",
-                    at()
-                ),
-                done => done.with_context(at)?,
-            }
-        } else {
-            if s.queue.delivery_delay_ms != 0 {
-                anyhow::bail!(
-                    "{}: queue.delivery_delay_ms is not supported on the {name} engine (docs/engines.md)",
-                    at()
-                );
-            }
-            filtered
-                .ensure_queue(sub, &s.topic, &s.queue)
-                .await
-                .with_context(at)?;
+        if s.queue.delivery_delay_ms != 0 {
+            anyhow::bail!(
+                "{}: queue.delivery_delay_ms is not supported on the {name} engine (docs/engines.md)",
+                at()
+            );
         }
-        if let Some(policy) = &s.filter_policy {
-            let policy = ferry_broker::FilterPolicy::parse(policy, s.filter_scope).with_context(at)?;
-            filtered.set_filter(sub, &s.topic, policy);
+        filtered.ensure_topic(&s.topic).await.with_context(at)?;
+        match filtered.declare(&s.topic, sub, s.spec()).await {
+            Err(EngineError::Unsupported { .. }) => anyhow::bail!(
+                "{}: kind = \"stream\" needs stream groups, which the {name} engine does not have \
+                 (docs/engines.md); use \"queue\"",
+                at()
+            ),
+            Err(EngineError::Broker(ferry_broker::BrokerError::QueueExists { .. })) => anyhow::bail!(
+                "{}: the subscription exists on the {name} engine with other settings; delete it \
+                 (ferry subscriptions delete) to make it anew",
+                at()
+            ),
+            done => {
+                done.with_context(at)?;
+            }
         }
     }
     Ok(Arc::new(filtered))

@@ -533,9 +533,13 @@ fn api_on(engine_line: &str, log: bool) {
         "{dead:?}"
     );
 
-    // Subscriptions come from ferry.toml on engines.
-    let (s, v, _) = call("GET", "/v1/topics/orders/subscriptions", "");
-    assert_eq!((s, v["error"].as_str()), (501, Some("engine_unsupported")));
+    if !log {
+        // Subscriptions come from ferry.toml on an engine without a store to keep them in.
+        let (s, v, _) = call("GET", "/v1/topics/orders/subscriptions", "");
+        assert_eq!((s, v["error"].as_str()), (501, Some("engine_unsupported")));
+        let (s, v, _) = call("POST", "/v1/topics/orders/subscriptions", r#"{"name": "x"}"#);
+        assert_eq!((s, v["error"].as_str()), (501, Some("engine_unsupported")));
+    }
     // The queue group counts what it holds: the three records above wait, none is leased.
     let (s, v, b) = call("GET", "/v1/queues/billing/topics/orders", "");
     assert_eq!(s, 200, "{b}");
@@ -697,6 +701,73 @@ fn api_on(engine_line: &str, log: bool) {
             .map(|m| m["member_id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, vec!["b", "c"], "{}", r.body);
+
+        // Subscriptions through the API: kept in the engine, so another process applies their filter.
+        let (s, v, b) = call("GET", "/v1/topics/orders/subscriptions", "");
+        assert_eq!(s, 200, "{b}");
+        let names: Vec<&str> = v["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["eu-audit", "eu-orders"], "from ferry.toml: {b}");
+        let big = r#"{"name": "big", "filter_policy": {"n": [{"numeric": [">", 1]}]}}"#;
+        let (s, v, b) = call("POST", "/v1/topics/orders/subscriptions", big);
+        assert_eq!((s, v["kind"].as_str()), (201, Some("queue")), "{b}");
+        assert_eq!(call("POST", "/v1/topics/orders/subscriptions", big).0, 200);
+        let (s, v, _) = call(
+            "POST",
+            "/v1/topics/orders/subscriptions",
+            r#"{"name": "big", "filter_policy": {"n": [2]}}"#,
+        );
+        assert_eq!((s, v["error"].as_str()), (409, Some("subscription_exists")));
+        let (s, v, _) = call(
+            "POST",
+            "/v1/topics/orders/subscriptions",
+            r#"{"name": "bad", "filter_policy": {"n": [{"numeric": [">"]}]}}"#,
+        );
+        assert_eq!((s, v["field"].as_str()), (422, Some("filter_policy.n[0]")));
+        let (s, v, _) = call(
+            "POST",
+            "/v1/topics/orders/subscriptions",
+            r#"{"name": "slow", "queue": {"delivery_delay_ms": 10}}"#,
+        );
+        assert_eq!((s, v["field"].as_str()), (422, Some("queue.delivery_delay_ms")));
+        let (s, _, b) = call(
+            "POST",
+            "/v1/topics/orders/records",
+            r#"[{"value": {"n": 1}}, {"value": {"n": 5}}]"#,
+        );
+        assert_eq!(s, 200, "{b}");
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let r = http(
+                &other.url,
+                "POST",
+                "/v1/queues/big/topics/orders/receive",
+                Some("application/json"),
+                r#"{"max_records": 10, "max_wait_ms": 1000}"#,
+            );
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            got.extend(
+                v["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["value"]["n"].as_i64().unwrap()),
+            );
+            if !got.is_empty() {
+                break;
+            }
+        }
+        assert!(got.iter().all(|n| *n > 1), "the other process filtered: {got:?}");
+        assert!(got.contains(&5), "{got:?}");
+        let (s, _, b) = call("DELETE", "/v1/topics/orders/subscriptions/big", "");
+        assert_eq!(s, 204, "{b}");
+        let (s, v, _) = call("DELETE", "/v1/topics/orders/subscriptions/big", "");
+        assert_eq!((s, v["error"].as_str()), (404, Some("subscription_not_found")));
     } else {
         // RabbitMQ keeps no log: what needs one says so.
         for path in ["/v1/topics", "/v1/topics/orders/partitions/0/records?offset=0"] {

@@ -116,14 +116,6 @@ pub struct EngineRef {
     pub engine: ferry_broker::engine::SharedEngine,
 }
 
-/// True for the `/v1` routes that run on any engine: all but the subscription routes (an engine's
-/// subscriptions come from `[subscriptions]` in `ferry.toml`). What one engine cannot do is answered by
-/// the engine itself (501 `engine_unsupported` naming the feature).
-fn runs_on_any_engine(path: &str) -> bool {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    !matches!(parts.as_slice(), ["v1", "topics", _, "subscriptions", ..])
-}
-
 impl ServerOptions {
     /// The options to open the broker with ([`Broker::open_with`]) so that `/metrics` reports the
     /// topics' fsync latency.
@@ -139,42 +131,13 @@ impl ServerOptions {
 /// sees the matched route template.
 fn app(state: AppState, tokens: Tokens, extra: Option<Router>) -> Router {
     let metrics = state.metrics().clone();
-    let engine = state.engine().map(|e| e.name.clone());
     let mut router = api::routes(state);
-    if let Some(engine) = engine {
-        router = router.layer(axum::middleware::from_fn_with_state(
-            Arc::<str>::from(engine),
-            engine_gate,
-        ));
-    }
     if let Some(extra) = extra {
         router = extra.merge(router);
     }
     router
         .layer(from_fn_with_state(Arc::new(tokens), auth::require))
         .layer(from_fn_with_state(metrics, metrics::track))
-}
-
-/// Answers 501 for the `/v1` API when the records live in another engine (see [`ServerOptions::engine`]).
-async fn engine_gate(
-    axum::extract::State(engine): axum::extract::State<Arc<str>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let path = request.uri().path();
-    if !path.starts_with("/v1/") || runs_on_any_engine(path) {
-        return next.run(request).await;
-    }
-    let body = serde_json::json!({
-        "error": "engine_unsupported",
-        "message": format!(
-            "this ferry runs on the {engine} engine, whose subscriptions are declared in \
-             [subscriptions] of ferry.toml, not through the API (docs/engines.md)"
-        ),
-        "field": null,
-    });
-    (axum::http::StatusCode::NOT_IMPLEMENTED, axum::Json(body)).into_response()
 }
 
 /// The API as a router over `broker`, for embedding in another server or testing with a tower client.

@@ -154,6 +154,36 @@ mod tests {
         }
     }
 
+    /// On an engine other than the embedded one the handlers must not show the embedded broker's state:
+    /// every handler that reads `state.broker()` first branches on `state.engine()`. Read from the source.
+    #[test]
+    fn every_handler_that_uses_the_broker_branches_on_the_engine() {
+        let files = [
+            include_str!("topics.rs"),
+            include_str!("records.rs"),
+            include_str!("groups.rs"),
+            include_str!("queues.rs"),
+            include_str!("subscriptions.rs"),
+        ];
+        let mut handlers = 0;
+        for source in files {
+            for (i, _) in source.match_indices("pub(super) async fn ") {
+                let rest = &source[i + 1..];
+                let body = &rest[..rest.find("\npub(super) async fn ").unwrap_or(rest.len())];
+                handlers += 1;
+                if let Some(broker) = body.find("broker()") {
+                    let engine = body.find("engine()");
+                    assert!(
+                        engine.is_some_and(|e| e < broker),
+                        "{} reads the broker without branching on the engine first",
+                        &body[..body.find('(').unwrap_or(40)]
+                    );
+                }
+            }
+        }
+        assert!(handlers >= 20, "{handlers}");
+    }
+
     #[test]
     fn query_parameters_are_the_ones_the_handlers_read_with_their_ranges() {
         let doc = serde_json::to_value(crate::openapi::document()).unwrap();

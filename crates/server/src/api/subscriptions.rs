@@ -43,6 +43,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use ferry_broker::engine::EngineError;
 use ferry_broker::{
     BrokerError, FilterPolicy, FilterScope, QueueConfig, SubscriptionInfo, SubscriptionKind, SubscriptionSpec,
 };
@@ -150,6 +151,27 @@ pub(super) async fn create(
         None => {}
     }
     let (policy, scope) = (spec.filter_policy.clone(), spec.filter_scope);
+    if let Some(e) = state.engine() {
+        let engine = e.engine.clone();
+        let (t, n, sp) = (topic.clone(), name.clone(), spec.clone());
+        let created = state
+            .detached(async move { engine.create_subscription(&t, &n, sp).await })
+            .await?;
+        return match created {
+            Ok(created) => {
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                let info = SubscriptionInfo { topic, name, spec };
+                Ok((status, Json(SubscriptionOut::from(info))).into_response())
+            }
+            // Only a subscription of that name with other settings is `QueueExists` on an engine.
+            Err(EngineError::Broker(error)) => Err(create_error(error, true, topic, name, policy, scope)),
+            Err(error) => Err(ApiError::Engine { error, field: None }),
+        };
+    }
     // The broker answers alike whether it created the subscription or found it; only a look first tells.
     let existed = state
         .broker()
@@ -169,28 +191,36 @@ pub(super) async fn create(
             };
             Ok((status, Json(SubscriptionOut::from(info))).into_response())
         }
-        Err(BrokerError::QueueExists { .. }) if existed => Err(ApiError::SubscriptionExists { topic, name }),
-        Err(error @ BrokerError::QueueExists { .. }) => Err(ApiError::broker_at(error, "name")),
-        Err(
-            error @ BrokerError::InvalidArgument {
-                field: "filter_policy",
-                ..
-            },
-        ) => {
+        Err(error) => Err(create_error(error, existed, topic, name, policy, scope)),
+    }
+}
+
+/// A refused creation, with the field it is about.
+fn create_error(
+    error: BrokerError,
+    existed: bool,
+    topic: String,
+    name: String,
+    policy: Option<Value>,
+    scope: FilterScope,
+) -> ApiError {
+    match error {
+        BrokerError::QueueExists { .. } if existed => ApiError::SubscriptionExists { topic, name },
+        error @ BrokerError::QueueExists { .. } => ApiError::broker_at(error, "name"),
+        error @ BrokerError::InvalidArgument {
+            field: "filter_policy",
+            ..
+        } => {
             let field = policy.map_or_else(|| "filter_policy".into(), |p| locate(&p, scope));
-            Err(ApiError::broker_at(error, field))
+            ApiError::broker_at(error, field)
         }
         // Only the queue settings are validated as config here; they sit under `queue`.
-        Err(error @ BrokerError::InvalidConfig { field, .. }) => {
-            Err(ApiError::broker_at(error, format!("queue.{field}")))
-        }
-        Err(
-            error @ BrokerError::InvalidName {
-                field: "dead_letter_topic",
-                ..
-            },
-        ) => Err(ApiError::broker_at(error, "queue.dead_letter_topic")),
-        Err(error) => Err(error.into()),
+        error @ BrokerError::InvalidConfig { field, .. } => ApiError::broker_at(error, format!("queue.{field}")),
+        error @ BrokerError::InvalidName {
+            field: "dead_letter_topic",
+            ..
+        } => ApiError::broker_at(error, "queue.dead_letter_topic"),
+        error => error.into(),
     }
 }
 
@@ -221,6 +251,15 @@ pub(super) async fn list(
     State(state): State<AppState>,
     PathParams(topic): PathParams<String>,
 ) -> Result<Json<Subscriptions>, ApiError> {
+    if let Some(e) = state.engine() {
+        let engine = e.engine.clone();
+        let listed = state
+            .detached(async move { engine.list_subscriptions(&topic).await })
+            .await?
+            .map_err(|error| ApiError::Engine { error, field: None })?;
+        let subscriptions = listed.into_iter().map(SubscriptionOut::from).collect();
+        return Ok(Json(Subscriptions { subscriptions }));
+    }
     let subscriptions = state
         .broker()
         .list_subscriptions(&topic)?
@@ -251,6 +290,19 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     PathParams((topic, name)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(e) = state.engine() {
+        let engine = e.engine.clone();
+        let (t, n) = (topic.clone(), name.clone());
+        let deleted = state
+            .detached(async move { engine.delete_subscription(&t, &n).await })
+            .await?
+            .map_err(|error| ApiError::Engine { error, field: None })?;
+        return if deleted {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(ApiError::SubscriptionNotFound { topic, name })
+        };
+    }
     let broker = state.broker().clone();
     let (t, n) = (topic.clone(), name.clone());
     match state
