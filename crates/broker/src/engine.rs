@@ -281,7 +281,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// Deletes subscription `name` of `topic`; `false` when there was none.
-    fn delete_subscription<'a>(&'a self, topic: &'a str, name: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+    fn delete_subscription<'a>(
+        &'a self,
+        topic: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
         let _ = (topic, name);
         unsupported(self.name(), "subscriptions made through the API")
     }

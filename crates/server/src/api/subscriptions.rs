@@ -215,7 +215,9 @@ fn create_error(
             ApiError::broker_at(error, field)
         }
         // Only the queue settings are validated as config here; they sit under `queue`.
-        error @ BrokerError::InvalidConfig { field, .. } => ApiError::broker_at(error, format!("queue.{field}")),
+        error @ BrokerError::InvalidConfig { field, .. } => {
+            ApiError::broker_at(error, format!("queue.{field}"))
+        }
         error @ BrokerError::InvalidName {
             field: "dead_letter_topic",
             ..
