@@ -116,6 +116,9 @@ pub struct GroupSettings {
     pub visibility: Duration,
     /// Most records leased at once.
     pub max_in_flight: u32,
+    /// A new group gets only the records published after it exists (a subscription's, as with SNS),
+    /// rather than every record the topic keeps. RabbitMQ groups always start there.
+    pub from_end: bool,
 }
 
 impl Default for GroupSettings {
@@ -123,6 +126,7 @@ impl Default for GroupSettings {
         Self {
             visibility: Duration::from_secs(30),
             max_in_flight: 100_000,
+            from_end: false,
         }
     }
 }
@@ -154,6 +158,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
         let settings = GroupSettings {
             visibility: Duration::from_millis(config.visibility_timeout_ms),
             max_in_flight: config.max_in_flight,
+            from_end: false,
         };
         self.ensure_group(group, topic, settings)
     }
@@ -320,6 +325,9 @@ pub struct TopicState {
     pub next_offset: u64,
     /// Bytes the engine reports for the topic's records.
     pub size_bytes: u64,
+    /// When the engine made the topic, ns since the Unix epoch (0 when it does not say): a topic deleted
+    /// and made again has another, so state kept for the old one is not taken for the new one.
+    pub created_ns: u64,
 }
 
 /// What an engine reports of a queue group.

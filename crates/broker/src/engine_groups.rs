@@ -47,8 +47,11 @@ struct Doc {
     members: Vec<Member>,
     /// The member holding partition 0.
     holder: Option<String>,
-    /// The generation in which the holder got the partition: a fetch position is good only in it.
-    holder_since: u64,
+    /// Goes up whenever the partition changes hands (to or from no one too), a holder rejoins, or the
+    /// group is moved by a seek: a fetch position is good only in the epoch it was made in.
+    epoch: u64,
+    /// [`TopicState::created_ns`] of the topic this state is about: a topic made again starts afresh.
+    topic_created: u64,
     /// The next record the group will process; `None` before the first commit.
     committed: Option<u64>,
 }
@@ -72,8 +75,11 @@ impl Doc {
         if self.holder.as_deref().is_some_and(live) {
             return;
         }
-        self.holder = self.members.first().map(|m| m.id.clone());
-        self.holder_since = self.generation;
+        let holder = self.members.first().map(|m| m.id.clone());
+        if holder != self.holder {
+            self.holder = holder;
+            self.epoch += 1;
+        }
     }
 
     fn membership(&self, member_id: &str) -> Membership {
@@ -104,15 +110,21 @@ impl Doc {
 struct Position {
     /// The member that fetched (`None`: the group as a whole).
     member: Option<String>,
-    /// The holder's generation of the partition when it fetched.
-    since: u64,
+    /// The group's epoch when it fetched.
+    epoch: u64,
+    /// The topic's creation time when it fetched.
+    topic_created: u64,
     next: u64,
 }
+
+type Slot = (String, String);
 
 /// Stream groups over an engine; one per process, shared by every request.
 #[derive(Debug, Default)]
 pub struct StreamGroups {
-    positions: Mutex<HashMap<(String, String), Position>>,
+    positions: Mutex<HashMap<Slot, Position>>,
+    /// Held by a fetch from reading its position to storing the next, and by a seek, per group and topic.
+    locks: Mutex<HashMap<Slot, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn now_ms() -> i64 {
@@ -131,10 +143,21 @@ fn broken(engine: &'static str, message: String) -> EngineError {
 }
 
 impl StreamGroups {
-    fn positions(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Position>> {
+    fn positions(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Position>> {
         self.positions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock(&self, group: &str, topic: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks
+            .entry((group.to_owned(), topic.to_owned()))
+            .or_default()
+            .clone()
     }
 
     async fn topic(engine: &dyn Engine, topic: &str) -> Result<TopicState, EngineError> {
@@ -144,17 +167,32 @@ impl StreamGroups {
             .ok_or_else(|| BrokerError::TopicNotFound(topic.into()).into())
     }
 
-    async fn load(engine: &dyn Engine, group: &str, topic: &str) -> Result<(Doc, Option<u64>), EngineError> {
+    /// The group's state for the topic made at `created` (a fresh one when it was about an older topic of
+    /// that name), and its revision.
+    async fn load(
+        engine: &dyn Engine,
+        group: &str,
+        topic: &str,
+        created: u64,
+    ) -> Result<(Doc, Option<u64>), EngineError> {
+        let fresh = Doc {
+            topic_created: created,
+            ..Doc::default()
+        };
         match engine.meta_get(&key(group, topic)).await? {
-            None => Ok((Doc::default(), None)),
+            None => Ok((fresh, None)),
             Some(v) => {
-                let doc = serde_json::from_slice(&v.value).map_err(|e| {
+                let doc: Doc = serde_json::from_slice(&v.value).map_err(|e| {
                     broken(
                         engine.name(),
                         format!("the state of group `{group}` on topic `{topic}` is unreadable: {e}"),
                     )
                 })?;
-                Ok((doc, Some(v.revision)))
+                if doc.topic_created == created {
+                    Ok((doc, Some(v.revision)))
+                } else {
+                    Ok((fresh, Some(v.revision)))
+                }
             }
         }
     }
@@ -165,11 +203,12 @@ impl StreamGroups {
     async fn update<R>(
         engine: &dyn Engine,
         group: &str,
-        topic: &str,
+        state: &TopicState,
         mut change: impl FnMut(&mut Doc, i64) -> Result<(R, bool), EngineError>,
     ) -> Result<(R, Doc), EngineError> {
+        let topic = state.name.as_str();
         for _ in 0..ATTEMPTS {
-            let (mut doc, revision) = Self::load(engine, group, topic).await?;
+            let (mut doc, revision) = Self::load(engine, group, topic, state.created_ns).await?;
             let now = now_ms();
             let expired = doc.expire(now);
             let (out, write) = change(&mut doc, now)?;
@@ -240,10 +279,14 @@ impl StreamGroups {
         if let Some(id) = &options.member_id {
             validate_name("member_id", id)?;
         }
-        Self::topic(engine, topic).await?;
+        let state = Self::topic(engine, topic).await?;
         let session_ms = u64::try_from(options.session_timeout.as_millis()).unwrap_or(u64::MAX);
-        let (membership, _) = Self::update(engine, group, topic, |doc, now| {
+        let (membership, _) = Self::update(engine, group, &state, |doc, now| {
             let id = options.member_id.clone().unwrap_or_else(|| generate_id(doc));
+            // A rejoin is a new session of the consumer: it starts again from the committed offset.
+            if doc.holder.as_deref() == Some(id.as_str()) {
+                doc.epoch += 1;
+            }
             doc.members.retain(|m| m.id != id);
             doc.members.push(Member {
                 id: id.clone(),
@@ -273,8 +316,8 @@ impl StreamGroups {
     ) -> Result<Membership, EngineError> {
         validate_name("group", group)?;
         validate_name("member_id", member_id)?;
-        Self::topic(engine, topic).await?;
-        let (membership, _) = Self::update(engine, group, topic, |doc, now| {
+        let state = Self::topic(engine, topic).await?;
+        let (membership, _) = Self::update(engine, group, &state, |doc, now| {
             if !doc.members.iter().any(|m| m.id == member_id) {
                 return Err(unknown(group, topic, member_id));
             }
@@ -298,8 +341,8 @@ impl StreamGroups {
     ) -> Result<(), EngineError> {
         validate_name("group", group)?;
         validate_name("member_id", member_id)?;
-        Self::topic(engine, topic).await?;
-        Self::update(engine, group, topic, |doc, _| {
+        let state = Self::topic(engine, topic).await?;
+        Self::update(engine, group, &state, |doc, _| {
             if !doc.members.iter().any(|m| m.id == member_id) {
                 return Err(unknown(group, topic, member_id));
             }
@@ -330,7 +373,7 @@ impl StreamGroups {
         } = limits;
         validate_name("group", group)?;
         let state = Self::topic(engine, topic).await?;
-        let (holds, doc) = Self::update(engine, group, topic, |doc, now| match member {
+        let (holds, doc) = Self::update(engine, group, &state, |doc, now| match member {
             Some(m) => {
                 Self::check_member(doc, group, topic, m)?;
                 // A fetch keeps the member alive; written only once a third of its session has passed.
@@ -348,13 +391,16 @@ impl StreamGroups {
             tokio::time::sleep(wait).await;
             return Ok(Vec::new());
         }
+        // One fetch of the group at a time in this process, so that two never read from one position.
+        let lock = self.lock(group, topic);
+        let _guard = lock.lock().await;
         let who = member.map(|m| m.member_id.clone());
-        let since = if member.is_some() { doc.holder_since } else { 0 };
+        let epoch = doc.epoch;
         let slot = (group.to_owned(), topic.to_owned());
         let remembered = self
             .positions()
             .get(&slot)
-            .filter(|p| p.member == who && p.since == since)
+            .filter(|p| p.member == who && p.epoch == epoch && p.topic_created == state.created_ns)
             .map(|p| p.next);
         let from = remembered
             .or(doc.committed)
@@ -374,18 +420,29 @@ impl StreamGroups {
             return Ok(records);
         };
         // The group may have moved on while the fetch waited: then these records are not handed out.
-        if let Some(m) = member {
-            let (now, _) = Self::load(engine, group, topic).await?;
-            Self::check_member(&now, group, topic, m)?;
-            if now.holder.as_deref() != Some(m.member_id.as_str()) || now.holder_since != since {
-                return Err(stale(group, topic, m.generation, now.generation));
+        let (mut now, _) = Self::load(engine, group, topic, state.created_ns).await?;
+        now.expire(now_ms());
+        match member {
+            Some(m) => {
+                Self::check_member(&now, group, topic, m)?;
+                if now.holder.as_deref() != Some(m.member_id.as_str()) || now.epoch != epoch {
+                    return Err(stale(group, topic, m.generation, now.generation));
+                }
+            }
+            None => {
+                Self::check_no_members(&now, group, topic)?;
+                if now.epoch != epoch {
+                    // Moved by a seek meanwhile: the next fetch starts where it put the group.
+                    return Ok(Vec::new());
+                }
             }
         }
         self.positions().insert(
             slot,
             Position {
                 member: who,
-                since,
+                epoch,
+                topic_created: state.created_ns,
                 next,
             },
         );
@@ -411,7 +468,7 @@ impl StreamGroups {
     pub async fn subscribe(&self, engine: &dyn Engine, group: &str, topic: &str) -> Result<(), EngineError> {
         validate_name("group", group)?;
         let state = Self::topic(engine, topic).await?;
-        Self::update(engine, group, topic, |doc, _| {
+        Self::update(engine, group, &state, |doc, _| {
             let fresh = doc.committed.is_none() && doc.members.is_empty() && doc.generation == 0;
             if fresh {
                 doc.committed = Some(state.next_offset);
@@ -441,9 +498,10 @@ impl StreamGroups {
             .into());
         };
         for &(partition, offset) in offsets {
-            check_offset(&state, partition, offset)?;
+            // Below the first record still stored is fine (retention may have passed it); past the end not.
+            check_offset(&state, partition, offset.max(state.start_offset))?;
         }
-        Self::update(engine, group, topic, |doc, now| {
+        Self::update(engine, group, &state, |doc, now| {
             match member {
                 Some(m) => {
                     Self::check_member(doc, group, topic, m)?;
@@ -477,7 +535,7 @@ impl StreamGroups {
     ) -> Result<GroupStatus, EngineError> {
         validate_name("group", group)?;
         let state = Self::topic(engine, topic).await?;
-        let (mut doc, _) = Self::load(engine, group, topic).await?;
+        let (mut doc, _) = Self::load(engine, group, topic, state.created_ns).await?;
         doc.expire(now_ms());
         if doc.members.is_empty() && doc.committed.is_none() {
             return Err(BrokerError::GroupNotFound {
@@ -540,9 +598,13 @@ impl StreamGroups {
                 });
             }
         };
-        Self::update(engine, group, topic, |doc, _| {
+        // A fetch of the group in this process finishes first; one in another sees the new epoch.
+        let lock = self.lock(group, topic);
+        let _guard = lock.lock().await;
+        Self::update(engine, group, &state, |doc, _| {
             Self::check_no_members(doc, group, topic)?;
             doc.committed = Some(offset);
+            doc.epoch += 1;
             Ok(((), true))
         })
         .await?;
@@ -632,7 +694,7 @@ mod tests {
         assert!(doc.expire(200), "a expired");
         assert_eq!(doc.generation, 2);
         assert_eq!(doc.holder.as_deref(), Some("b"));
-        assert_eq!(doc.holder_since, 2);
+        assert_eq!(doc.epoch, 2, "the partition moved");
         assert!(doc.expire(400));
         assert_eq!((doc.holder.as_deref(), doc.generation), (None, 3));
     }
@@ -643,10 +705,10 @@ mod tests {
         doc.members.push(member("a", 1000));
         doc.generation = 1;
         doc.assign();
-        let since = doc.holder_since;
+        let epoch = doc.epoch;
         doc.members.push(member("b", 1000));
         doc.generation = 2;
         doc.assign();
-        assert_eq!((doc.holder.as_deref(), doc.holder_since), (Some("a"), since));
+        assert_eq!((doc.holder.as_deref(), doc.epoch), (Some("a"), epoch));
     }
 }

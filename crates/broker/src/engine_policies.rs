@@ -92,6 +92,8 @@ pub struct Policies {
     /// Per topic, the subscriptions read from the engine's store and when.
     shared: RwLock<SharedFilters>,
     dead_letters: RwLock<HashMap<Key, DeadLetters>>,
+    /// Groups with no stored dead-letter settings, and when that was read: asked again after [`REFRESH`].
+    without: RwLock<HashMap<Key, Instant>>,
 }
 
 impl Policies {
@@ -102,6 +104,7 @@ impl Policies {
             filters: RwLock::default(),
             shared: RwLock::default(),
             dead_letters: RwLock::default(),
+            without: RwLock::default(),
         }
     }
 
@@ -270,7 +273,7 @@ impl Policies {
         }
         // The group first, so that a stored subscription always has one.
         match spec.kind {
-            SubscriptionKind::Queue => self.ensure_queue(name, topic, &spec.queue).await?,
+            SubscriptionKind::Queue => self.queue_group(name, topic, &spec.queue, true).await?,
             SubscriptionKind::Stream => StreamGroups::default().subscribe(self, name, topic).await?,
         }
         let created = self
@@ -294,6 +297,46 @@ impl Policies {
         Ok(created)
     }
 
+    /// Makes queue group `group` on `topic` with `config` (starting at the end of the topic with
+    /// `from_end`), and keeps its dead-letter settings.
+    async fn queue_group(
+        &self,
+        group: &str,
+        topic: &str,
+        config: &QueueConfig,
+        from_end: bool,
+    ) -> Result<(), EngineError> {
+        let settings = GroupSettings {
+            visibility: Duration::from_millis(config.visibility_timeout_ms),
+            max_in_flight: config.max_in_flight,
+            from_end,
+        };
+        self.inner.ensure_group(group, topic, settings).await?;
+        let wanted = DeadLetters::of(config, group, topic);
+        let value = Bytes::from(serde_json::to_vec(&wanted).map_err(|e| EngineError::Unavailable {
+            engine: self.inner.name(),
+            message: e.to_string(),
+        })?);
+        match self.inner.meta_put(&meta_key(group, topic), value, None).await {
+            Ok(Some(_)) => self.remember(group, topic, wanted),
+            // Made before: its first settings stay.
+            Ok(None) => {
+                if let Some(MetaValue { value, .. }) = self.inner.meta_get(&meta_key(group, topic)).await?
+                    && let Ok(d) = serde_json::from_slice(&value)
+                {
+                    self.remember(group, topic, d);
+                }
+            }
+            Err(EngineError::Unsupported { .. }) => {
+                if self.cached(group, topic).is_none() {
+                    self.remember(group, topic, wanted);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
     fn cached(&self, group: &str, topic: &str) -> Option<DeadLetters> {
         self.dead_letters.read().ok()?.get(&key(group, topic)).cloned()
     }
@@ -310,13 +353,23 @@ impl Policies {
         if let Some(d) = self.cached(group, topic) {
             return Some(d);
         }
+        let k = key(group, topic);
+        let known_without = |w: &HashMap<Key, Instant>| w.get(&k).is_some_and(|at| at.elapsed() < REFRESH);
+        if self.without.read().ok().as_deref().is_some_and(known_without) {
+            return None;
+        }
         match self.inner.meta_get(&meta_key(group, topic)).await {
             Ok(Some(v)) => {
                 let d: DeadLetters = serde_json::from_slice(&v.value).ok()?;
                 self.remember(group, topic, d.clone());
                 Some(d)
             }
-            Ok(None) | Err(EngineError::Unsupported { .. }) => None,
+            Ok(None) | Err(EngineError::Unsupported { .. }) => {
+                if let Ok(mut w) = self.without.write() {
+                    w.insert(k, Instant::now());
+                }
+                None
+            }
             Err(e) => {
                 tracing::warn!(%group, %topic, error = %e, "could not read the group's dead-letter settings");
                 None
@@ -397,33 +450,7 @@ impl Engine for Policies {
         topic: &'a str,
         config: &'a QueueConfig,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move {
-            self.inner.ensure_queue(group, topic, config).await?;
-            let wanted = DeadLetters::of(config, group, topic);
-            let value = Bytes::from(serde_json::to_vec(&wanted).map_err(|e| EngineError::Unavailable {
-                engine: self.inner.name(),
-                message: e.to_string(),
-            })?);
-            match self.inner.meta_put(&meta_key(group, topic), value, None).await {
-                Ok(Some(_)) => self.remember(group, topic, wanted),
-                // Made before: its first settings stay.
-                Ok(None) => {
-                    if let Some(MetaValue { value, .. }) =
-                        self.inner.meta_get(&meta_key(group, topic)).await?
-                        && let Ok(d) = serde_json::from_slice(&value)
-                    {
-                        self.remember(group, topic, d);
-                    }
-                }
-                Err(EngineError::Unsupported { .. }) => {
-                    if self.cached(group, topic).is_none() {
-                        self.remember(group, topic, wanted);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-            Ok(())
-        })
+        Box::pin(self.queue_group(group, topic, config, false))
     }
 
     fn publish_ids<'a>(
@@ -513,7 +540,22 @@ impl Engine for Policies {
     }
 
     fn delete_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
-        self.inner.delete_topic(topic)
+        Box::pin(async move {
+            let deleted = self.inner.delete_topic(topic).await?;
+            // What this process knows of the topic's groups goes with it (stream groups notice a topic
+            // made again by its creation time; stored dead-letter settings stay for a group made again).
+            let mine = |k: &Key| k.1 != topic;
+            if let Ok(mut d) = self.dead_letters.write() {
+                d.retain(|k, _| mine(k));
+            }
+            if let Ok(mut w) = self.without.write() {
+                w.retain(|k, _| mine(k));
+            }
+            if let Ok(mut s) = self.shared.write() {
+                s.remove(topic);
+            }
+            Ok(deleted)
+        })
     }
 
     fn fetch<'a>(

@@ -148,7 +148,8 @@ fn topic_of(config: &stream::Config) -> Option<String> {
 }
 
 /// A topic's offsets and size from its stream's state.
-fn topic_state(name: String, state: &stream::State) -> TopicState {
+fn topic_state(name: String, info: &stream::Info) -> TopicState {
+    let state = &info.state;
     let next_offset = state.last_sequence.saturating_add(1);
     let start_offset = if state.messages == 0 {
         next_offset
@@ -160,6 +161,7 @@ fn topic_state(name: String, state: &stream::State) -> TopicState {
         start_offset,
         next_offset,
         size_bytes: state.bytes,
+        created_ns: u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0),
     }
 }
 
@@ -789,7 +791,11 @@ impl Engine for JetStream {
                 ack_wait: settings.visibility,
                 max_deliver: GUARD_DELIVERIES,
                 max_ack_pending: i64::from(settings.max_in_flight),
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy: if settings.from_end {
+                    DeliverPolicy::New
+                } else {
+                    DeliverPolicy::All
+                },
                 ..Default::default()
             };
             let context = format!("creating group `{group}` on topic `{topic}`");
@@ -965,7 +971,7 @@ impl Engine for JetStream {
             while let Some(info) = streams.next().await {
                 let info = info.map_err(|e| failed("listing topics", &e))?;
                 if let Some(topic) = topic_of(&info.config) {
-                    topics.push(topic_state(topic, &info.state));
+                    topics.push(topic_state(topic, &info));
                 }
             }
             topics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -981,7 +987,7 @@ impl Engine for JetStream {
             let name = checked("topic", topic)?;
             self.online()?;
             match self.0.js.get_stream(&name).await {
-                Ok(stream) => Ok(Some(topic_state(topic.to_owned(), &stream.cached_info().state))),
+                Ok(stream) => Ok(Some(topic_state(topic.to_owned(), stream.cached_info()))),
                 Err(e) if is_code(answer_in(&e), &[ErrorCode::STREAM_NOT_FOUND]) => Ok(None),
                 Err(e) => Err(failed(&format!("describing topic `{topic}`"), &e)),
             }

@@ -1071,6 +1071,7 @@ impl Engine for RabbitMq {
                 start_offset: 0,
                 next_offset: 0,
                 size_bytes: 0,
+                created_ns: 0,
             }))
         })
     }

@@ -142,6 +142,7 @@ fn settings(visibility: Duration) -> GroupSettings {
     GroupSettings {
         visibility,
         max_in_flight: 1000,
+        from_end: false,
     }
 }
 

@@ -12,6 +12,7 @@ use ferry_engines::servers::{NatsServer, require};
 const SETTINGS: GroupSettings = GroupSettings {
     visibility: Duration::from_secs(30),
     max_in_flight: 100_000,
+    from_end: false,
 };
 
 fn record(i: usize) -> OutRecord {
@@ -271,6 +272,7 @@ async fn max_in_flight_caps_leases() {
     js.ensure_topic("t").await.unwrap();
     let settings = GroupSettings {
         max_in_flight: 2,
+        from_end: false,
         ..SETTINGS
     };
     js.ensure_group("g", "t", settings).await.unwrap();

@@ -405,7 +405,8 @@ async fn leases_run_out() {
         return;
     };
     let e = RabbitMq::connect(&rabbit.url()).await.unwrap();
-    let visibility = Duration::from_millis(600);
+    // Long enough that the calls before it runs out are not raced by it on a loaded machine.
+    let visibility = Duration::from_secs(2);
     e.ensure_topic("t").await.unwrap();
     let settings = GroupSettings {
         visibility,
@@ -423,8 +424,8 @@ async fn leases_run_out() {
     let [a, b, c] = [got[0].id(), got[1].id(), got[2].id()];
     // `a` is extended past its first lease, `b` left to run out, `c` nacked with a delay longer than
     // the lease.
-    e.extend("g", "t", &[a], Duration::from_secs(5)).await.unwrap();
-    let delay = Duration::from_millis(2500);
+    e.extend("g", "t", &[a], Duration::from_secs(10)).await.unwrap();
+    let delay = Duration::from_secs(4);
     let nacked = Instant::now();
     e.nack("g", "t", &[c], delay).await.unwrap();
     // `b`'s lease runs out: it is requeued and prefetched again; `a` alone is held.
@@ -513,6 +514,7 @@ async fn describe_group_state_and_delete() {
         start_offset: 0,
         next_offset: 0,
         size_bytes: 0,
+        created_ns: 0,
     };
     assert_eq!(e.describe_topic(topic).await.unwrap(), Some(want));
 

@@ -616,7 +616,7 @@ fn api_on(engine_line: &str, log: bool) {
             let (s, v, b) = call(
                 "POST",
                 "/v1/groups/ledger/topics/orders/members",
-                &format!(r#"{{"member_id": "{id}"}}"#),
+                &format!(r#"{{"member_id": "{id}", "session_timeout_ms": 300000}}"#),
             );
             assert_eq!(s, 200, "{b}");
             v
@@ -664,6 +664,19 @@ fn api_on(engine_line: &str, log: bool) {
             7,
             "b reads from a's commit: {b}"
         );
+        // A member that rejoins under its id starts again from the committed offset, not where it was.
+        let (s, v, b) = call(
+            "POST",
+            "/v1/groups/ledger/topics/orders/members",
+            r#"{"member_id": "b", "session_timeout_ms": 300000}"#,
+        );
+        assert_eq!((s, &v["partitions"]), (200, &serde_json::json!([0])), "{b}");
+        let path = format!(
+            "/v1/groups/ledger/topics/orders/records?member_id=b&generation={}&max_records=100",
+            v["generation"]
+        );
+        let (s, v, b) = call("GET", &path, "");
+        assert_eq!((s, v["records"].as_array().map(Vec::len)), (200, Some(7)), "{b}");
         // Another ferry process on the same engine sees the same group: its member stands by.
         let data = dir.path().join("second");
         std::fs::create_dir_all(&data).unwrap();
@@ -677,7 +690,7 @@ fn api_on(engine_line: &str, log: bool) {
             "POST",
             "/v1/groups/ledger/topics/orders/members",
             Some("application/json"),
-            r#"{"member_id": "c"}"#,
+            r#"{"member_id": "c", "session_timeout_ms": 300000}"#,
         );
         let c: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(
@@ -764,6 +777,52 @@ fn api_on(engine_line: &str, log: bool) {
         }
         assert!(got.iter().all(|n| *n > 1), "the other process filtered: {got:?}");
         assert!(got.contains(&5), "{got:?}");
+        // A seek through one process moves the group for the others too.
+        let whole = "/v1/groups/replay/topics/orders/records?max_records=100";
+        let count = |url: &str| {
+            let r = http(url, "GET", whole, None, "");
+            assert_eq!(r.status, 200, "{}", r.body);
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["records"].as_array().unwrap().len()
+        };
+        assert!(count(&up.url) >= 7);
+        assert_eq!(count(&up.url), 0, "read to the end");
+        let r = http(
+            &other.url,
+            "POST",
+            "/v1/groups/replay/topics/orders/seek",
+            Some("application/json"),
+            r#"{"to": "earliest"}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            count(&up.url) >= 7,
+            "the seek through the other process holds here"
+        );
+        // A topic deleted and made again starts its groups afresh (JetStream numbers it from 1 again).
+        assert_eq!(call("POST", "/v1/topics", r#"{"name": "again"}"#).0, 201);
+        let three = r#"[{"value": 1}, {"value": 2}, {"value": 3}]"#;
+        assert_eq!(call("POST", "/v1/topics/again/records", three).0, 200);
+        let (s, v, b) = call("GET", "/v1/groups/g/topics/again/records", "");
+        assert_eq!((s, v["records"].as_array().map(Vec::len)), (200, Some(3)), "{b}");
+        let commit = r#"{"offsets": [{"partition": 0, "offset": 4}]}"#;
+        assert_eq!(call("POST", "/v1/groups/g/topics/again/offsets", commit).0, 204);
+        assert_eq!(call("DELETE", "/v1/topics/again", "").0, 204);
+        assert_eq!(call("POST", "/v1/topics", r#"{"name": "again"}"#).0, 201);
+        let two = r#"[{"value": 10}, {"value": 20}]"#;
+        assert_eq!(call("POST", "/v1/topics/again/records", two).0, 200);
+        let (s, v, _) = call("GET", "/v1/groups/g/topics/again/offsets", "");
+        assert_eq!((s, v["error"].as_str()), (404, Some("group_not_found")));
+        let (s, v, b) = call("GET", "/v1/groups/g/topics/again/records", "");
+        assert_eq!(s, 200, "{b}");
+        let values: Vec<i64> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].as_i64().unwrap())
+            .collect();
+        assert_eq!(values, vec![10, 20], "{b}");
+
         let (s, _, b) = call("DELETE", "/v1/topics/orders/subscriptions/big", "");
         assert_eq!(s, 204, "{b}");
         let (s, v, _) = call("DELETE", "/v1/topics/orders/subscriptions/big", "");

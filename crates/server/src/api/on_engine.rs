@@ -234,11 +234,20 @@ pub(super) async fn receive(
     max_wait: Duration,
     visibility: Option<Duration>,
 ) -> Result<Vec<Received>, ApiError> {
-    // As on the embedded engine, a receive on a group that does not exist makes it with the defaults.
+    // As on the embedded engine, a receive on a group that does not exist makes it with the defaults; an
+    // existing one keeps its settings.
     let engine = e.engine.clone();
     let (g, t) = (group.clone(), topic.clone());
     state
-        .detached(async move { engine.ensure_queue(&g, &t, &QueueConfig::default()).await })
+        .detached(async move {
+            match engine.group_state(&g, &t).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) | Err(EngineError::Unsupported { .. }) => {
+                    engine.ensure_queue(&g, &t, &QueueConfig::default()).await
+                }
+                Err(e) => Err(e),
+            }
+        })
         .await?
         .map_err(failed)?;
     let got = state
@@ -394,7 +403,8 @@ pub(super) async fn fetch(
         });
     }
     let (start, end) = (t.partitions[0].start_offset, t.partitions[0].next_offset);
-    if offset < start || offset > end {
+    // An engine that keeps no log (RabbitMQ) reports 0 and 0, and says itself that it cannot read.
+    if end > 0 && (offset < start || offset > end) {
         return Err(ApiError::broker_at(
             BrokerError::OffsetOutOfRange {
                 topic,
