@@ -59,6 +59,16 @@ impl EngineError {
         matches!(self, Self::Unavailable { .. })
     }
 
+    /// True when the engine refused the records themselves (too large, a header it reserves): publishing
+    /// the same records again cannot succeed.
+    pub fn is_refused(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused { .. }
+                | Self::Broker(BrokerError::RecordTooLarge { .. } | BrokerError::InvalidArgument { .. })
+        )
+    }
+
     /// True for an ack, nack or extend of records this process does not hold (any more): their lease
     /// ran out or their connection was lost, so they will be delivered again and retrying cannot help.
     pub fn is_not_leased(&self) -> bool {
