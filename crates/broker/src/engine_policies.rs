@@ -229,14 +229,6 @@ impl Policies {
             spec.queue.validate()?;
             let refuse = |field: &'static str, message: String| BrokerError::InvalidConfig { field, message };
             let name = self.inner.name();
-            if spec.queue.max_deliveries >= crate::engine::GUARD_DELIVERIES {
-                let most = crate::engine::GUARD_DELIVERIES - 1;
-                return Err(refuse(
-                    "max_deliveries",
-                    format!("must be 1..={most} on the {name} engine"),
-                )
-                .into());
-            }
             if spec.queue.delivery_delay_ms != 0 {
                 return Err(refuse(
                     "delivery_delay_ms",

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ferry_broker::engine::{EngineError, GUARD_DELIVERIES, InRecord, OutRecord};
+use ferry_broker::engine::{EngineError, InRecord, OutRecord};
 use ferry_broker::engine_policies::DeadLetters;
 use ferry_broker::{
     BrokerError, FetchLimits, GroupStatus, Header, JoinOptions, MemberRef, Membership, PartitionInfo,
@@ -150,8 +150,8 @@ pub(super) async fn publish(
 
 /// `PUT /v1/queues/{group}/topics/{topic}`: made unless it exists (an existing group keeps its
 /// settings); 201 either way. The engines use `visibility_timeout_ms` and `max_in_flight`; ferry applies
-/// `max_deliveries` (below the engines' guard of 1000) and `dead_letter_topic`; `delivery_delay_ms` is
-/// refused.
+/// `max_deliveries` and `dead_letter_topic` (at 1000, the engines' own guard stops first: see
+/// docs/engines.md); `delivery_delay_ms` is refused.
 pub(super) async fn create_queue(
     state: &AppState,
     e: &EngineRef,
@@ -166,13 +166,6 @@ pub(super) async fn create_queue(
         error: BrokerError::InvalidConfig { field, message },
         field: None,
     };
-    if config.max_deliveries >= GUARD_DELIVERIES {
-        let most = GUARD_DELIVERIES - 1;
-        return Err(refuse(
-            "max_deliveries",
-            format!("must be 1..={most} on the {} engine", e.name),
-        ));
-    }
     if config.delivery_delay_ms != 0 {
         return Err(refuse(
             "delivery_delay_ms",
