@@ -920,8 +920,25 @@ fn stages_run_against_a_server_on_nats() {
             "--listen",
             "127.0.0.1:0",
         ],
-        &[],
+        &[("FERRY_TOKENS", "s3cret")],
     );
+    // Bearer tokens guard the API on an engine as on the embedded one.
+    let r = http(&up.url, "GET", "/v1/topics", None, "");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let ferry = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .args(["--url", &up.url])
+            .env("FERRY_TOKEN", "s3cret")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
     let out = dir.path().join("out.jsonl");
     let config = dir.path().join("shout.toml");
     std::fs::write(
@@ -943,20 +960,15 @@ path = "{}"
         ),
     )
     .unwrap();
-    let map = common::run(&config, "shout", "map", &["--url", &up.url], &[]);
-    let file = common::run(&config, "shout", "file", &["--url", &up.url], &[]);
+    let token = [("FERRY_TOKEN", "s3cret")];
+    let map = common::run(&config, "shout", "map", &["--url", &up.url], &token);
+    let file = common::run(&config, "shout", "file", &["--url", &up.url], &token);
     assert_eq!(
         map.line["engine"], "embedded",
         "the stage does not know the server's engine"
     );
-    let r = http(
-        &up.url,
-        "POST",
-        "/v1/topics/in/records",
-        Some("application/json"),
-        r#"[{"value": {"text": "hello"}}, {"value": {"text": "world"}}]"#,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    ferry(&["send", "--topic", "in", r#"{"text": "hello"}"#]);
+    ferry(&["send", "--topic", "in", r#"{"text": "world"}"#]);
     let lines = wait_for("two lines written", Duration::from_secs(30), || {
         let text = std::fs::read_to_string(&out).ok()?;
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -965,7 +977,7 @@ path = "{}"
     let texts: Vec<&str> = lines.iter().map(|l| l["text"].as_str().unwrap()).collect();
     assert_eq!(texts, vec!["HELLO", "WORLD"]);
     // The topics the stages made are JetStream streams, listed by the server.
-    let r = http(&up.url, "GET", "/v1/topics", None, "");
-    assert!(r.body.contains("\"shout.map\""), "{}", r.body);
+    let listed = ferry(&["topics", "list"]);
+    assert!(listed.contains("shout.map"), "{listed}");
     drop((map, file));
 }
