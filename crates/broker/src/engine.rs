@@ -34,6 +34,15 @@ pub enum EngineError {
         /// What it said.
         message: String,
     },
+    /// The engine turned the request down for a reason that is neither the records' nor passing (a
+    /// wrong token, a missing permission): retrying alone will not help, and other records fare no better.
+    #[error("{engine} failed: {message}")]
+    Failed {
+        /// Which engine.
+        engine: &'static str,
+        /// What it said.
+        message: String,
+    },
     /// An ack, nack or extend of records this process does not hold (any more): their lease ran out or
     /// their connection was lost, so they will be delivered again; retrying the call cannot help.
     #[error("{engine}: {message}")]

@@ -15,12 +15,23 @@ use ferry_client::{Client, ProduceRecord};
 /// A ferry server's error as an engine error: transient when trying again may help.
 pub fn remote(e: ferry_client::Error) -> BusError {
     let (engine, message) = ("ferry server", e.to_string());
+    // What the server says about the records themselves; anything else (a token, a missing topic) is not
+    // the records' fault, so a source must not give them up for it.
+    const REFUSED: &[&str] = &[
+        "engine_refused",
+        "record_too_large",
+        "body_too_large",
+        "invalid_field",
+        "invalid_config",
+    ];
     if e.code() == Some("not_leased") {
         BusError::NotLeased { engine, message }
     } else if e.is_transient() {
         BusError::Unavailable { engine, message }
-    } else {
+    } else if e.code().is_some_and(|c| REFUSED.contains(&c)) {
         BusError::Refused { engine, message }
+    } else {
+        BusError::Failed { engine, message }
     }
 }
 

@@ -21,9 +21,12 @@ use ferry_pipeline::sinks::rabbitmq::RabbitMqSink;
 use ferry_pipeline::{BuildContext, Bus, BusError, Event, SharedBus, Sink};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use serde_json::{Value, json};
 
 /// How long any one thing may take to arrive.
@@ -44,6 +47,44 @@ async fn run(text: &str, bus: SharedBus, dir: &tempfile::TempDir) -> (Running, P
     };
     let running = start(&pipelines, bus, &metrics, &options).await.unwrap();
     (running, metrics)
+}
+
+/// A bus refusing the records marked `"poison": true` that are published to `topic` (see [`Flaky`]).
+fn refusing_poison(inner: &SharedBus, topic: &str) -> SharedBus {
+    Arc::new(Flaky {
+        inner: inner.clone(),
+        topic: topic.into(),
+        failures: AtomicUsize::new(0),
+        refuse_poison: true,
+    })
+}
+
+/// The values of the next records of `topic` read by queue group `test` (acked), until `n` that `skip`
+/// does not skip arrived, within the deadline.
+async fn topic_values(bus: &SharedBus, topic: &str, n: usize, skip: impl Fn(&Value) -> bool) -> Vec<Value> {
+    bus.ensure_group("test", topic, GroupSettings::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut values = Vec::new();
+    while values.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{topic}: {values:?} within {DEADLINE:?}, not {n} records"
+        );
+        let got = bus
+            .receive("test", topic, n, Duration::from_millis(250))
+            .await
+            .unwrap();
+        let ids: Vec<_> = got.iter().map(InRecord::id).collect();
+        bus.ack("test", topic, &ids).await.unwrap();
+        values.extend(
+            got.iter()
+                .map(|r| serde_json::from_slice::<Value>(&r.value).unwrap())
+                .filter(|v| !skip(v)),
+        );
+    }
+    values
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -222,12 +263,93 @@ queue = "json-out"
     running.stop().await;
 }
 
-/// A broker whose first `failures` publishes to `topic` fail, as an engine that is briefly unavailable.
+/// A message the engine refuses (as JetStream refuses a `Nats-*` header) between two it takes: the source
+/// publishes them one at a time, rejects that one without requeue (RabbitMQ dead-letters it to the
+/// queue's dead-letter exchange) and the others reach the topic, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_source_rejects_a_message_the_engine_refuses() {
+    let Some(rabbit) = require(RabbitServer::start(), "rabbitmq-server") else {
+        return;
+    };
+    let url = rabbit.url();
+    let (_conn, ch) = amqp(&url).await;
+    ch.exchange_declare(
+        "poison-dlx".into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    declare(&ch, "poison-dead", true).await;
+    ch.queue_bind(
+        "poison-dead".into(),
+        "poison-dlx".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("poison-dlx".into()),
+    );
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare("poison-in".into(), options, args).await.unwrap();
+    // Queued before ferry runs: most likely delivered to the source at once, as one batch.
+    send(&ch, "poison-in", br#"{"n": "ok-1"}"#, &[]).await;
+    send(&ch, "poison-in", br#"{"n": "poison", "poison": true}"#, &[]).await;
+    send(&ch, "poison-in", br#"{"n": "ok-2"}"#, &[]).await;
+    let mut dead = consume(&ch, "poison-dead").await;
+
+    // `declare = false`: the queue's dead-letter argument is not the source's to repeat.
+    let text = r#"
+[pipelines.poison]
+source = { type = "rabbitmq", name = "in", url = "URL", queue = "poison-in", declare = false }
+sinks = [{ type = "topic", topic = "poison-out" }]
+"#
+    .replace("URL", &url);
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = broker(&dir);
+    let (running, metrics) = run(&text, refusing_poison(&embedded, "poison.in"), &dir).await;
+
+    // The poison came between the two: had it been published, it would be the second record.
+    assert_eq!(
+        topic_values(&embedded, "poison.in", 2, |_| false).await,
+        [json!({"n": "ok-1"}), json!({"n": "ok-2"})]
+    );
+    let d = next(&mut dead, "poison-dead").await;
+    assert_eq!(body(&d), json!({"n": "poison", "poison": true}));
+    assert_eq!(
+        header(&d, "x-first-death-reason").as_deref(),
+        Some("rejected"),
+        "rejected without requeue"
+    );
+    let source = metrics.stage("poison", "in");
+    assert_eq!(source.failed.get(), 1, "the refused message is counted");
+    assert_eq!(source.records_in.get(), 3, "nothing was delivered again");
+
+    running.stop().await;
+}
+
+/// A broker whose first `failures` publishes to `topic` fail, as an engine that is briefly unavailable;
+/// with `refuse_poison`, it also refuses every publish to `topic` holding a record whose value has
+/// `"poison": true`, as an engine refuses a record it cannot take (too large, a header it reserves).
 #[derive(Debug)]
 struct Flaky {
     inner: SharedBus,
     topic: String,
     failures: AtomicUsize,
+    refuse_poison: bool,
+}
+
+fn poisoned(record: &OutRecord) -> bool {
+    serde_json::from_slice::<Value>(&record.value).is_ok_and(|v| v["poison"] == json!(true))
 }
 
 impl Bus for Flaky {
@@ -259,6 +381,14 @@ impl Bus for Flaky {
                 Err(BusError::Unavailable {
                     engine: "flaky",
                     message: "down for a moment".into(),
+                })
+            });
+        }
+        if topic == self.topic && self.refuse_poison && records.iter().any(poisoned) {
+            return Box::pin(async {
+                Err(BusError::Refused {
+                    engine: "flaky",
+                    message: "a record holds poison".into(),
                 })
             });
         }
@@ -400,6 +530,7 @@ sinks = [{ type = "rabbitmq", name = "out", url = "URL", routing_key = "out" }]
         inner: embedded.clone(),
         topic: "flaky.in".into(),
         failures: AtomicUsize::new(1),
+        refuse_poison: false,
     });
     let (running, metrics) = run(&text, bus, &dir).await;
     let mut out = consume(&ch, "out").await;
@@ -536,6 +667,78 @@ subject = "out.{kind}"
         metrics.stage("bridge", "in").failed.get(),
         1,
         "the body that is not JSON"
+    );
+    running.stop().await;
+}
+
+/// A message the engine refuses between two it takes: the source publishes them one at a time, drops
+/// that one and the others reach the topic, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_source_drops_a_message_the_engine_refuses() {
+    let Some(nats) = require(NatsServer::start(), "nats-server") else {
+        return;
+    };
+    let url = nats.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let text = r#"
+[pipelines.poison]
+source = { type = "nats", name = "in", url = "URL", subject = "in.>" }
+sinks = [{ type = "topic", topic = "poison-out" }]
+"#
+    .replace("URL", &url);
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = broker(&dir);
+    let (running, metrics) = run(&text, refusing_poison(&embedded, "poison.in"), &dir).await;
+
+    // Core NATS keeps nothing for a subscriber that is not there yet: probe until one reaches the topic.
+    let probe = |v: &Value| v["kind"] == json!("probe");
+    embedded
+        .ensure_group("test", "poison.in", GroupSettings::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        client
+            .publish("in.probe", Bytes::from_static(br#"{"kind":"probe"}"#))
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let got = embedded
+            .receive("test", "poison.in", 10, Duration::from_millis(250))
+            .await
+            .unwrap();
+        if !got.is_empty() {
+            let ids: Vec<_> = got.iter().map(InRecord::id).collect();
+            embedded.ack("test", "poison.in", &ids).await.unwrap();
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nats source did not subscribe within {DEADLINE:?}"
+        );
+    }
+
+    for body in [
+        &br#"{"n": "ok-1"}"#[..],
+        br#"{"n": "poison", "poison": true}"#,
+        br#"{"n": "ok-2"}"#,
+    ] {
+        client
+            .publish("in.orders", Bytes::from_static(body))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+
+    // The poison came between the two: had it been published, it would be the second record.
+    assert_eq!(
+        topic_values(&embedded, "poison.in", 2, probe).await,
+        [json!({"n": "ok-1"}), json!({"n": "ok-2"})]
+    );
+    assert_eq!(
+        metrics.stage("poison", "in").failed.get(),
+        1,
+        "the refused message is counted"
     );
     running.stop().await;
 }

@@ -167,6 +167,7 @@ impl ApiError {
                     E::Broker(e) => broker_parts(e),
                     E::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "engine_unavailable", None),
                     E::Refused { .. } => (S::UNPROCESSABLE_ENTITY, "engine_refused", None),
+                    E::Failed { .. } => (S::BAD_GATEWAY, "engine_failed", None),
                     E::NotLeased { .. } => (S::CONFLICT, "not_leased", None),
                     E::Unsupported { .. } => (S::NOT_IMPLEMENTED, "engine_unsupported", None),
                 };

@@ -17,6 +17,12 @@
 //! - A publish to the pipeline's broker that fails is tried again (200 ms, doubled after each failure,
 //!   at most 10 s) until it succeeds or the pipeline stops; meanwhile NATS buffers the messages that
 //!   follow in the subscription.
+//! - When the broker refuses the records themselves (`EngineError::is_refused`: a record too large for
+//!   it, a header it reserves, such as `Nats-*` on JetStream), the source makes sure the topic exists
+//!   and publishes the batch's records one at a time, in order; each one refused again is dropped,
+//!   logged as an error (without its body) and counted in `records_failed`, so one such message does
+//!   not hold up the ones behind it. When a publish of one record fails otherwise, that record and the
+//!   ones after it are tried again with the backoff above.
 //! - On stopping it unsubscribes and publishes the messages NATS had sent it already (for up to 5 s).
 //! - The NATS client reconnects and subscribes again by itself after a lost connection; a first
 //!   connection that cannot be made is tried again with the same backoff.
@@ -27,7 +33,7 @@ use async_nats::{Client, Message, Subscriber};
 use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::OutRecord;
+use crate::bus::{BusError, OutRecord};
 use crate::config::NatsSourceConfig;
 use crate::event::Event;
 use crate::runtime::out_record;
@@ -151,7 +157,8 @@ impl NatsSource {
         }
     }
 
-    /// On stopping: unsubscribes, then publishes (once each) the messages NATS had sent already.
+    /// On stopping: unsubscribes, then publishes (once each; one at a time after the broker refused a
+    /// batch) the messages NATS had sent already.
     async fn drain(&self, mut subscriber: Subscriber) {
         if subscriber.drain().await.is_err() {
             return;
@@ -165,16 +172,24 @@ impl NatsSource {
             if count == 0 {
                 continue;
             }
-            match self.ctx.bus.publish(&self.ctx.topic, records).await {
-                Ok(()) => self.counted(count, started),
-                Err(e) => {
-                    tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, error = %e, lost = count, "stopping: nats messages could not be published");
+            let failed = match self.ctx.bus.publish(&self.ctx.topic, records.clone()).await {
+                Ok(()) => {
+                    self.counted(count, started);
+                    None
                 }
+                Err(e) if e.is_refused() => self.one_by_one(records, started).await.err(),
+                Err(e) => Some((e, records)),
+            };
+            if let Some((e, records)) = failed {
+                tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, error = %e, lost = records.len(), "stopping: nats messages could not be published");
             }
         }
     }
 
     fn counted(&self, count: u64, started: Instant) {
+        if count == 0 {
+            return;
+        }
         let m = &self.ctx.metrics;
         m.records_out.inc_by(count);
         let per = started.elapsed().as_secs_f64() / count as f64;
@@ -215,32 +230,74 @@ impl NatsSource {
         out
     }
 
-    /// Publishes until it succeeds (true) or the pipeline stops (false).
+    /// Publishes until it succeeds (true) or the pipeline stops (false); when the broker refuses the
+    /// records, publishes them one at a time (see [`Self::one_by_one`]).
     async fn publish(
         &self,
-        records: Vec<OutRecord>,
+        mut records: Vec<OutRecord>,
         started: Instant,
         cancel: &CancellationToken,
         backoff: &mut Backoff,
     ) -> bool {
-        let count = records.len() as u64;
         loop {
-            match self.ctx.bus.publish(&self.ctx.topic, records.clone()).await {
+            let e = match self.ctx.bus.publish(&self.ctx.topic, records.clone()).await {
                 Ok(()) => {
                     backoff.reset();
-                    self.counted(count, started);
+                    self.counted(records.len() as u64, started);
                     return true;
                 }
-                Err(e) => {
-                    let wait = backoff.fail();
-                    tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, error = %e, ?wait, "publishing failed; retrying");
-                    if !pause(cancel, wait).await {
-                        tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, lost = count, "stopped with nats messages unpublished");
-                        return false;
+                Err(e) if e.is_refused() => match self.one_by_one(records, started).await {
+                    Ok(()) => {
+                        backoff.reset();
+                        return true;
                     }
+                    Err((e, rest)) => {
+                        records = rest;
+                        e
+                    }
+                },
+                Err(e) => e,
+            };
+            let wait = backoff.fail();
+            tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, error = %e, ?wait, "publishing failed; retrying");
+            if !pause(cancel, wait).await {
+                tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, lost = records.len(), "stopped with nats messages unpublished");
+                return false;
+            }
+        }
+    }
+
+    /// After the broker refused a batch: makes sure the topic exists, then publishes the records one at a
+    /// time, in order, dropping (logged, counted) each one the broker refuses again. On another failure,
+    /// the error and the records not published yet (that one first).
+    async fn one_by_one(
+        &self,
+        records: Vec<OutRecord>,
+        started: Instant,
+    ) -> Result<(), (BusError, Vec<OutRecord>)> {
+        tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, count = records.len(), "the broker refused the messages; publishing them one at a time");
+        // A topic deleted meanwhile is not the records' fault.
+        if let Err(e) = self.ctx.bus.ensure_topic(&self.ctx.topic).await {
+            return Err((e, records));
+        }
+        let mut published = 0;
+        let mut pending = records.into_iter();
+        while let Some(record) = pending.next() {
+            match self.ctx.bus.publish(&self.ctx.topic, vec![record.clone()]).await {
+                Ok(()) => published += 1,
+                Err(e) if e.is_refused() => {
+                    tracing::error!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, error = %e, "the broker refused a message; dropping it");
+                    self.ctx.metrics.failed.inc();
+                }
+                Err(e) => {
+                    self.counted(published, started);
+                    let rest = std::iter::once(record).chain(pending).collect();
+                    return Err((e, rest));
                 }
             }
         }
+        self.counted(published, started);
+        Ok(())
     }
 }
 

@@ -12,6 +12,13 @@
 //!   `records_failed`; the messages after it go on.
 //! - A publish to the pipeline's broker that fails nacks the messages with requeue, then waits (200 ms,
 //!   doubled after each failure, at most 10 s) before taking the next.
+//! - When the broker refuses the records themselves (`EngineError::is_refused`: a record too large for
+//!   it, a header it reserves, such as `Nats-*` on JetStream), the source makes sure the topic exists
+//!   and publishes the batch's records one at a time, in order: each one published is acked; each one
+//!   refused again is rejected without requeue (dropped, or dead-lettered by RabbitMQ when the queue
+//!   has a dead-letter exchange), logged as an error (without its body) and counted in
+//!   `records_failed`, so one such message does not hold up the ones behind it. A publish of one record
+//!   that fails otherwise requeues it and the messages after it and backs off, as above.
 //! - A connection or channel that is lost, or a queue that cannot be declared, is tried again after the
 //!   same backoff; messages not yet acked are requeued by RabbitMQ.
 //! - With `declare = true` the queue is declared with `durable` as given (not exclusive, not
@@ -31,9 +38,10 @@ use lapin::options::{
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Connection, ConnectionProperties, Consumer};
+use lapin::{Acker, BasicProperties, Connection, ConnectionProperties, Consumer};
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::{BusError, OutRecord};
 use crate::config::RabbitMqSourceConfig;
 use crate::event::Event;
 use crate::runtime::out_record;
@@ -249,7 +257,8 @@ impl RabbitMqSource {
         }
     }
 
-    /// Publishes a batch of deliveries, then acks them; rejects those that cannot be read; on a failed
+    /// Publishes a batch of deliveries, then acks them; rejects those that cannot be read; when the broker
+    /// refuses the records, publishes them one at a time (see [`Self::one_by_one`]); on another failed
     /// publish requeues them and backs off. `Some` when consuming must end.
     async fn deliver(
         &self,
@@ -287,39 +296,121 @@ impl RabbitMqSource {
         if records.is_empty() {
             return None;
         }
-        let count = records.len() as u64;
-        if let Err(e) = self.ctx.bus.publish(&self.ctx.topic, records).await {
-            let wait = backoff.fail();
-            tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, error = %e, ?wait, "publishing failed; requeueing the messages");
-            for acker in ackers {
-                let options = BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                };
-                if let Err(e) = acker.nack(options).await {
-                    return Some(End::Lost(e.to_string()));
+        match self.ctx.bus.publish(&self.ctx.topic, records.clone()).await {
+            Ok(()) => {
+                backoff.reset();
+                let count = ackers.len() as u64;
+                for acker in ackers {
+                    if let Some(end) = settled(acker.ack(BasicAckOptions::default()).await, "an ack") {
+                        return Some(end);
+                    }
                 }
+                self.counted(count, started);
+                None
             }
-            if !pause(cancel, wait).await {
-                return Some(End::Stopped);
+            Err(e) if e.is_refused() => {
+                tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, error = %e, count = records.len(), "the broker refused the messages; publishing them one at a time");
+                self.one_by_one(records, ackers, started, cancel, backoff).await
             }
-            return None;
+            Err(e) => self.requeue(ackers, &e, cancel, backoff).await,
+        }
+    }
+
+    /// After the broker refused a batch: publishes its records one at a time, in order, acking each
+    /// published one and rejecting (without requeue) each one the broker refuses again; on another failure
+    /// requeues the messages not done yet and backs off. `Some` when consuming must end.
+    async fn one_by_one(
+        &self,
+        records: Vec<OutRecord>,
+        ackers: Vec<Acker>,
+        started: Instant,
+        cancel: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Option<End> {
+        // A topic deleted meanwhile is not the records' fault.
+        if let Err(e) = self.ctx.bus.ensure_topic(&self.ctx.topic).await {
+            return self.requeue(ackers, &e, cancel, backoff).await;
+        }
+        let mut published = 0;
+        let mut pending = records.into_iter().zip(ackers);
+        while let Some((record, acker)) = pending.next() {
+            let end = match self.ctx.bus.publish(&self.ctx.topic, vec![record]).await {
+                Ok(()) => {
+                    let end = settled(acker.ack(BasicAckOptions::default()).await, "an ack");
+                    if end.is_none() {
+                        published += 1;
+                    }
+                    end
+                }
+                Err(e) if e.is_refused() => {
+                    tracing::error!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, queue = %self.config.queue, error = %e, "the broker refused a message; rejecting it without requeue");
+                    self.ctx.metrics.failed.inc();
+                    let options = BasicRejectOptions { requeue: false };
+                    settled(acker.reject(options).await, "a reject")
+                }
+                Err(e) => {
+                    self.counted(published, started);
+                    let rest = std::iter::once(acker).chain(pending.map(|(_, acker)| acker));
+                    return self.requeue(rest, &e, cancel, backoff).await;
+                }
+            };
+            if end.is_some() {
+                self.counted(published, started);
+                return end;
+            }
         }
         backoff.reset();
+        self.counted(published, started);
+        None
+    }
+
+    /// After a failed publish: nacks the messages with requeue, then backs off. `Some` when consuming
+    /// must end.
+    async fn requeue(
+        &self,
+        ackers: impl IntoIterator<Item = Acker>,
+        e: &BusError,
+        cancel: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Option<End> {
+        let wait = backoff.fail();
+        tracing::warn!(pipeline = %self.ctx.pipeline, stage = %self.ctx.stage, topic = %self.ctx.topic, error = %e, ?wait, "publishing failed; requeueing the messages");
         for acker in ackers {
-            match acker.ack(BasicAckOptions::default()).await {
-                Ok(true) => {}
-                // The channel is gone: RabbitMQ delivers the message again (at-least-once).
-                Ok(false) => return Some(End::Lost("an ack was lost with its channel".into())),
-                Err(e) => return Some(End::Lost(e.to_string())),
+            let options = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            if let Err(e) = acker.nack(options).await {
+                return Some(End::Lost(e.to_string()));
             }
         }
+        if !pause(cancel, wait).await {
+            return Some(End::Stopped);
+        }
+        None
+    }
+
+    /// Counts `count` messages published (and acked) since `started`.
+    fn counted(&self, count: u64, started: Instant) {
+        if count == 0 {
+            return;
+        }
+        let m = &self.ctx.metrics;
         m.records_out.inc_by(count);
         let per = started.elapsed().as_secs_f64() / count as f64;
         for _ in 0..count {
             m.latency.observe(per);
         }
-        None
+    }
+}
+
+/// `None` when an ack or reject (`what`) went through; otherwise the end of consuming: the channel is
+/// gone, and RabbitMQ delivers the message again.
+fn settled(result: lapin::Result<bool>, what: &str) -> Option<End> {
+    match result {
+        Ok(true) => None,
+        Ok(false) => Some(End::Lost(format!("{what} was lost with its channel"))),
+        Err(e) => Some(End::Lost(e.to_string())),
     }
 }
 
