@@ -122,6 +122,8 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     binary: PathBuf,
     port: u16,
+    /// A configuration file given with `-c`, if any.
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -135,16 +137,63 @@ impl NatsServer {
             dir: tempfile::tempdir()?,
             binary,
             port: free_port()?,
+            config: None,
             child: None,
         };
         server.spawn()?;
         Ok(Some(server))
     }
 
+    /// Starts one with `extra`, the text of a configuration file (`-c`), such as
+    /// `jetstream { sync_interval: always }`; its address, port, JetStream and store directory are
+    /// still set on the command line, which overrides the file. `Ok(None)` when `nats-server` is not
+    /// installed; an error (with the server's complaint) when it refuses the file.
+    pub fn start_with_config(extra: &str) -> Result<Option<Self>, ServerError> {
+        let Some(binary) = find(&["/usr/bin/nats-server", "/usr/sbin/nats-server"]) else {
+            return Ok(None);
+        };
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, extra)?;
+        let mut server = Self {
+            dir,
+            binary,
+            port: free_port()?,
+            config: Some(config),
+            child: None,
+        };
+        server.spawn()?;
+        Ok(Some(server))
+    }
+
+    /// The installed `nats-server`'s version (`2.9.10`); `Ok(None)` when it is not installed.
+    pub fn installed_version() -> Result<Option<String>, ServerError> {
+        let Some(binary) = find(&["/usr/bin/nats-server", "/usr/sbin/nats-server"]) else {
+            return Ok(None);
+        };
+        let out = Command::new(binary)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()?;
+        // `nats-server: v2.9.10`
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text.trim().rsplit(' ').next().unwrap_or_default();
+        Ok(Some(version.trim_start_matches('v').to_owned()))
+    }
+
+    /// The server's process ID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn spawn(&mut self) -> Result<(), ServerError> {
         let log = self.dir.path().join("nats.log");
         let store = self.dir.path().join("store");
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let mut child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&store)
             .stdin(Stdio::null())
@@ -267,6 +316,26 @@ impl RabbitServer {
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// The Erlang VM's process ID while the node runs, from the PID file RabbitMQ writes while it
+    /// starts (the process this starts is a shell script that waits for the VM).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?;
+        let file = self
+            .dir
+            .path()
+            .join("mnesia")
+            .join(format!("{}.pid", self.node()));
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// The installed RabbitMQ's version (`3.10.8`, from its directory under `/usr/lib/rabbitmq/lib`);
+    /// `None` when it is not installed.
+    pub fn installed_version() -> Option<String> {
+        let sbin = rabbit_sbin()?;
+        let dir = sbin.parent()?.file_name()?.to_str()?;
+        dir.strip_prefix("rabbitmq_server-").map(str::to_owned)
     }
 
     /// Stops the node (`rabbitmqctl stop`, then signals); its data stays for [`Self::restart`].

@@ -1,6 +1,7 @@
 //! Subcommands of the `ferry` binary. Each module owns its arguments (clap derive) and a `run` function;
 //! `main.rs` only dispatches.
 
+pub mod bench;
 pub mod check;
 pub mod consume;
 pub mod dlq;

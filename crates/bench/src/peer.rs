@@ -1,0 +1,69 @@
+//! What a peer of the benchmark is: something messages are published to and consumed from, durably.
+//! Every system is driven through these traits with its own client used the way its users would
+//! (pipelined publishes with confirms, batched acknowledgements), so one workload runs unchanged on all.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// A boxed future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Resolves once the peer confirmed one message durable (in its durability class).
+pub type Confirm = BoxFuture<'static, anyhow::Result<()>>;
+
+/// When a peer acknowledges a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// On disk before the ack: ferry `fsync = "always"`, JetStream `sync_interval: always`, RabbitMQ
+    /// quorum queues.
+    OnDisk,
+    /// Flushed in the background: ferry `fsync = { interval }`, JetStream's default, RabbitMQ classic
+    /// durable queues (persistent messages).
+    Background,
+}
+
+impl Durability {
+    /// How tables label it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::OnDisk => "on disk before ack",
+            Self::Background => "flushed in the background",
+        }
+    }
+}
+
+/// Publishes messages to one destination.
+pub trait Producer: Send {
+    /// Sends `payload`: returns once the message is handed to the client (which may apply
+    /// backpressure), with a future that resolves when the peer confirmed it.
+    fn send(&mut self, payload: Bytes) -> BoxFuture<'_, anyhow::Result<Confirm>>;
+}
+
+/// Consumes messages of one destination with acknowledgements, as a queue consumer.
+pub trait Consumer: Send {
+    /// Up to `max` next messages, waiting up to `wait` for the first; acknowledged (durably, as the peer
+    /// does) before they are returned.
+    fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, anyhow::Result<Vec<Bytes>>>;
+}
+
+/// A system under test, running (its server started by the benchmark, or reached at a URL).
+pub trait Peer: Send + Sync {
+    /// Its name in tables: `ferry (embedded)`, `NATS JetStream 2.9.10`, ...
+    fn name(&self) -> String;
+    /// When it acknowledges a publish.
+    fn durability(&self) -> Durability;
+    /// The server's process, to measure its CPU and memory; `None` when it runs in this process or
+    /// elsewhere.
+    fn server_pid(&self) -> Option<u32>;
+    /// Makes destination `name` (a topic, stream or queue) and its one consumer group, empty.
+    fn prepare<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// A producer to `name`.
+    fn producer<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<Box<dyn Producer>>>;
+    /// A consumer of `name`'s group; several share the messages.
+    fn consumer<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<Box<dyn Consumer>>>;
+}

@@ -1,0 +1,176 @@
+//! A ferry server over loopback, in a process of its own (`ferry up`), driven with `ferry-client`: its
+//! batching producer and its queue consumer, as an application would.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use ferry_client::{Client, Fsync, ProduceRecord, Producer as ClientProducer, ProducerConfig, QueueConsumer};
+use tokio::io::AsyncBufReadExt as _;
+
+use crate::peer::{BoxFuture, Confirm, Consumer, Durability, Peer, Producer};
+use crate::peers::embedded::BACKGROUND_FSYNC;
+
+/// The group consumers read with.
+const GROUP: &str = "bench";
+
+/// `ferry up` on a free loopback port over a temporary directory; stopped on drop.
+#[derive(Debug)]
+pub struct ServerPeer {
+    client: Client,
+    durability: Durability,
+    child: Option<tokio::process::Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ServerPeer {
+    /// Starts `ferry up` (the binary at `ferry`) with its data under `parent`.
+    ///
+    /// # Errors
+    /// The server does not start or does not say where it listens.
+    pub async fn start(ferry: &Path, parent: &Path, durability: Durability) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-bench-server-")
+            .tempdir_in(parent)
+            .with_context(|| format!("a directory under {}", parent.display()))?;
+        let config = dir.path().join("ferry.toml");
+        let data = dir.path().join("data");
+        std::fs::write(&config, format!("[server]\ndata_dir = \"{}\"\n", data.display()))?;
+        let mut child = tokio::process::Command::new(ferry)
+            .args(["up", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env_remove("FERRY_TOKENS")
+            .env_remove("FERRY_TOKENS_FILE")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} up", ferry.display()))?;
+        let stdout = child.stdout.take().context("the server's stdout")?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout).read_line(&mut line).await?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("ferry up printed `{}` instead of where it listens", line.trim()))?;
+        let Some(url) = v["listening"].as_str() else {
+            bail!("ferry up printed no `listening`: {line}");
+        };
+        let mut peer = Self::connect(url, durability)?;
+        peer.child = Some(child);
+        peer._dir = Some(dir);
+        Ok(peer)
+    }
+
+    /// A ferry server running at `url`.
+    ///
+    /// # Errors
+    /// A bad URL.
+    pub fn connect(url: &str, durability: Durability) -> anyhow::Result<Self> {
+        let mut builder = Client::builder().url(url);
+        if let Ok(token) = std::env::var("FERRY_TOKEN") {
+            builder = builder.token(token);
+        }
+        Ok(Self {
+            client: builder.build()?,
+            durability,
+            child: None,
+            _dir: None,
+        })
+    }
+}
+
+impl Peer for ServerPeer {
+    fn name(&self) -> String {
+        "ferry (server, HTTP)".into()
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn server_pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    fn prepare<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            match self.client.delete_topic(name).await {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("topic_not_found") => {}
+                Err(e) => return Err(e.into()),
+            }
+            let fsync = match self.durability {
+                Durability::OnDisk => Fsync::Always,
+                Durability::Background => Fsync::Interval(BACKGROUND_FSYNC),
+            };
+            let config = ferry_client::TopicConfig {
+                fsync: Some(fsync),
+                ..ferry_client::TopicConfig::default()
+            };
+            self.client.create_topic(name, &config).await?;
+            let queue = ferry_client::QueueConfig {
+                max_in_flight: Some(100_000),
+                ..ferry_client::QueueConfig::default()
+            };
+            self.client.queue_consumer(GROUP, name).create(&queue).await?;
+            Ok(())
+        })
+    }
+
+    fn producer<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<Box<dyn Producer>>> {
+        Box::pin(async move {
+            let config = ProducerConfig::default().linger(Duration::from_millis(1));
+            let p: Box<dyn Producer> = Box::new(ServerProducer {
+                producer: self.client.producer_with(config),
+                topic: name.to_owned(),
+            });
+            Ok(p)
+        })
+    }
+
+    fn consumer<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<Box<dyn Consumer>>> {
+        Box::pin(async move {
+            let c: Box<dyn Consumer> = Box::new(ServerConsumer {
+                queue: self.client.queue_consumer(GROUP, name),
+            });
+            Ok(c)
+        })
+    }
+}
+
+struct ServerProducer {
+    producer: ClientProducer,
+    topic: String,
+}
+
+impl Producer for ServerProducer {
+    fn send(&mut self, payload: Bytes) -> BoxFuture<'_, anyhow::Result<Confirm>> {
+        Box::pin(async move {
+            let record = ProduceRecord::json_bytes(payload)?;
+            let delivery = self.producer.enqueue(&self.topic, record).await;
+            let confirm: Confirm = Box::pin(async move {
+                delivery.await?;
+                Ok(())
+            });
+            Ok(confirm)
+        })
+    }
+}
+
+struct ServerConsumer {
+    queue: QueueConsumer,
+}
+
+impl Consumer for ServerConsumer {
+    fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, anyhow::Result<Vec<Bytes>>> {
+        Box::pin(async move {
+            let got = self.queue.receive(max, wait, None).await?;
+            if !got.is_empty() {
+                self.queue.ack(&got).await?;
+            }
+            Ok(got.into_iter().map(|d| d.record.value.clone()).collect())
+        })
+    }
+}

@@ -1,0 +1,384 @@
+//! The workloads: publish only, consume only (what the publish stored), and both at once with
+//! end-to-end latency. Each runs for a time rather than a count, so that one command fits peers whose
+//! speeds differ a hundredfold.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::peer::{Durability, Peer};
+
+/// What a workload does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Producers publish as fast as confirms come back, keeping `window` unconfirmed each.
+    Publish,
+    /// Consumers read and acknowledge what the publish stored.
+    Consume,
+    /// Both at once; latency is from send to receipt.
+    Both,
+}
+
+impl Kind {
+    /// How tables name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Publish => "publish",
+            Self::Consume => "consume",
+            Self::Both => "publish+consume",
+        }
+    }
+}
+
+/// The shape of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shape {
+    /// Bytes per message.
+    pub size: usize,
+    /// Producers, each with its own connection.
+    pub producers: usize,
+    /// Consumers, each with its own connection.
+    pub consumers: usize,
+    /// Unconfirmed publishes each producer keeps in flight.
+    pub window: usize,
+    /// How long producers publish.
+    #[serde(serialize_with = "millis")]
+    pub duration: Duration,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th.
+    pub p90: u64,
+    /// 99th.
+    pub p99: u64,
+    /// 99.9th.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Option<Self> {
+        (!h.is_empty()).then(|| Self {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        })
+    }
+}
+
+/// What one workload measured on one peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    /// The peer.
+    pub peer: String,
+    /// Its durability class.
+    pub durability: Durability,
+    /// The workload.
+    pub kind: Kind,
+    /// Its shape.
+    pub shape: Shape,
+    /// Messages published and confirmed (publish), or received (consume, both).
+    pub messages: u64,
+    /// How long it took.
+    pub seconds: f64,
+    /// Messages per second.
+    pub msgs_per_s: f64,
+    /// Payload megabytes (10^6) per second.
+    pub mb_per_s: f64,
+    /// Publish: send to confirm. Both: send to receipt. Consume: none.
+    pub latency_us: Option<Percentiles>,
+    /// CPU seconds the peer's server spent (user + system), when it runs in a process of its own.
+    pub server_cpu_s: Option<f64>,
+    /// The server's peak resident memory so far, MiB.
+    pub server_peak_rss_mib: Option<f64>,
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).context("a latency histogram")
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A JSON string of `size` bytes that starts with the time it was made (ns since the epoch), so a
+/// consumer can tell how long it took: `"01234567890123456789-xxxx..."`.
+pub fn payload(size: usize) -> Bytes {
+    let stamp = format!("\"{:020}-", now_ns());
+    let mut v = Vec::with_capacity(size.max(stamp.len() + 1));
+    v.extend_from_slice(stamp.as_bytes());
+    let filler = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    while v.len() + 1 < size {
+        v.push(filler[v.len() % filler.len()]);
+    }
+    v.push(b'"');
+    Bytes::from(v)
+}
+
+/// When `payload` was made, ns since the epoch.
+pub fn stamp(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload.get(1..21)?).ok()?.parse().ok()
+}
+
+/// CPU seconds and peak RSS (MiB) of process `pid`, from /proc.
+fn usage(pid: Option<u32>) -> (Option<f64>, Option<f64>) {
+    let Some(pid) = pid else {
+        return (None, None);
+    };
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+            // Linux reports clock ticks of 1/100 s (USER_HZ) on every architecture it runs on here.
+            Some((utime + stime) as f64 / 100.0)
+        });
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1024.0)
+        });
+    (cpu, rss)
+}
+
+struct Tally {
+    count: u64,
+    latency: Histogram<u64>,
+}
+
+/// Publishes for `shape.duration` with every producer; returns how many were confirmed, their
+/// send-to-confirm latencies and the time from the first send to the last confirm.
+async fn publish(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Result<(Tally, Duration)> {
+    let mut producers = Vec::with_capacity(shape.producers);
+    for _ in 0..shape.producers {
+        producers.push(peer.producer(name).await?);
+    }
+    let started = Instant::now();
+    let deadline = started + shape.duration;
+    let mut tasks = Vec::new();
+    for mut p in producers {
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally {
+                count: 0,
+                latency: histogram()?,
+            };
+            let mut inflight = FuturesUnordered::new();
+            let settle = |done: Option<anyhow::Result<Duration>>, tally: &mut Tally| -> anyhow::Result<()> {
+                if let Some(done) = done {
+                    let took = done?;
+                    tally.count += 1;
+                    let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+                    tally.latency.saturating_record(us);
+                }
+                Ok(())
+            };
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let confirm = p.send(payload(shape.size)).await?;
+                inflight.push(async move { confirm.await.map(|()| sent.elapsed()) });
+                while inflight.len() >= shape.window {
+                    settle(inflight.next().await, &mut tally)?;
+                }
+            }
+            while let Some(done) = inflight.next().await {
+                settle(Some(done), &mut tally)?;
+            }
+            anyhow::Ok(tally)
+        }));
+    }
+    let mut total = Tally {
+        count: 0,
+        latency: histogram()?,
+    };
+    for t in tasks {
+        let tally = t.await??;
+        total.count += tally.count;
+        total.latency.add(&tally.latency)?;
+    }
+    Ok((total, started.elapsed()))
+}
+
+/// Consumes `expected` messages with every consumer (stopping early if `stop` is set and nothing came
+/// for a while); returns how many, their send-to-receipt latencies, and the time it took.
+async fn consume(
+    peer: &Arc<dyn Peer>,
+    name: &str,
+    consumers: usize,
+    expected: Arc<AtomicU64>,
+    producing: Arc<AtomicBool>,
+) -> anyhow::Result<(Tally, Duration)> {
+    let mut cs = Vec::with_capacity(consumers);
+    for _ in 0..consumers {
+        cs.push(peer.consumer(name).await?);
+    }
+    let received = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut c in cs {
+        let (received, expected, producing) = (received.clone(), expected.clone(), producing.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally {
+                count: 0,
+                latency: histogram()?,
+            };
+            let mut idle = 0;
+            loop {
+                let done = received.load(Ordering::Acquire);
+                if !producing.load(Ordering::Acquire) && done >= expected.load(Ordering::Acquire) {
+                    break;
+                }
+                let got = c.next(1000, Duration::from_millis(200)).await?;
+                if got.is_empty() {
+                    idle += 1;
+                    // Nothing more for 10 s after the producers stopped: some messages are missing.
+                    anyhow::ensure!(
+                        producing.load(Ordering::Acquire) || idle < 50,
+                        "received {} of {} messages, then nothing for 10 s",
+                        received.load(Ordering::Acquire),
+                        expected.load(Ordering::Acquire)
+                    );
+                    continue;
+                }
+                idle = 0;
+                let now = now_ns();
+                for m in &got {
+                    if let Some(sent) = stamp(m) {
+                        tally
+                            .latency
+                            .saturating_record((now.saturating_sub(sent) / 1000).max(1));
+                    }
+                }
+                tally.count += got.len() as u64;
+                received.fetch_add(got.len() as u64, Ordering::AcqRel);
+            }
+            anyhow::Ok(tally)
+        }));
+    }
+    let mut total = Tally {
+        count: 0,
+        latency: histogram()?,
+    };
+    for t in tasks {
+        let tally = t.await??;
+        total.count += tally.count;
+        total.latency.add(&tally.latency)?;
+    }
+    Ok((total, started.elapsed()))
+}
+
+fn measured(
+    peer: &Arc<dyn Peer>,
+    kind: Kind,
+    shape: Shape,
+    tally: &Tally,
+    took: Duration,
+    before: (Option<f64>, Option<f64>),
+) -> Measured {
+    let seconds = took.as_secs_f64().max(1e-9);
+    let after = usage(peer.server_pid());
+    Measured {
+        peer: peer.name(),
+        durability: peer.durability(),
+        kind,
+        shape,
+        messages: tally.count,
+        seconds,
+        msgs_per_s: tally.count as f64 / seconds,
+        mb_per_s: (tally.count as f64 * shape.size as f64) / seconds / 1e6,
+        latency_us: if kind == Kind::Consume {
+            None
+        } else {
+            Percentiles::of(&tally.latency)
+        },
+        server_cpu_s: after.0.zip(before.0).map(|(a, b)| a - b),
+        server_peak_rss_mib: after.1,
+    }
+}
+
+/// Runs publish only, then consume only of what it stored, then both at once, on a fresh destination
+/// each; returns the three measurements.
+///
+/// # Errors
+/// The peer failing, or messages missing.
+pub async fn round(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Result<[Measured; 3]> {
+    // Publish only, then consume what it stored.
+    peer.prepare(name).await?;
+    let before = usage(peer.server_pid());
+    let (published, took) = publish(peer, name, shape).await?;
+    let publish_only = measured(peer, Kind::Publish, shape, &published, took, before);
+    let before = usage(peer.server_pid());
+    let expected = Arc::new(AtomicU64::new(published.count));
+    let producing = Arc::new(AtomicBool::new(false));
+    let (consumed, took) = consume(peer, name, shape.consumers, expected, producing).await?;
+    anyhow::ensure!(
+        consumed.count >= published.count,
+        "{}: consumed {} of {} messages",
+        peer.name(),
+        consumed.count,
+        published.count
+    );
+    let consume_only = measured(peer, Kind::Consume, shape, &consumed, took, before);
+
+    // Both at once: consumers start first and read until every confirmed message came.
+    let both_name = format!("{name}-both");
+    peer.prepare(&both_name).await?;
+    let before = usage(peer.server_pid());
+    let expected = Arc::new(AtomicU64::new(u64::MAX));
+    let producing = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let (peer, name) = (peer.clone(), both_name.clone());
+        let (expected, producing) = (expected.clone(), producing.clone());
+        tokio::spawn(async move { consume(&peer, &name, shape.consumers, expected, producing).await })
+    };
+    let published = publish(peer, &both_name, shape).await;
+    let count = published.as_ref().map_or(0, |(t, _)| t.count);
+    expected.store(count, Ordering::Release);
+    producing.store(false, Ordering::Release);
+    let (consumed, took) = reader.await??;
+    published?;
+    let both = measured(peer, Kind::Both, shape, &consumed, took, before);
+    Ok([publish_only, consume_only, both])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_json_strings_of_the_size_asked_that_tell_when_they_were_made() {
+        for size in [32, 100, 1024, 16 * 1024] {
+            let before = now_ns();
+            let p = payload(size);
+            assert_eq!(p.len(), size);
+            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            assert!(v.is_string());
+            let at = stamp(&p).unwrap();
+            assert!(at >= before && at <= now_ns());
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! `ferry bench`: one workload against ferry (embedded, and a server over loopback), NATS JetStream
+//! and RabbitMQ, side by side in one run (`ferry_bench`, docs/benchmarks.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, ValueEnum};
+use ferry_bench::peer::{Durability, Peer};
+use ferry_bench::peers::{embedded::EmbeddedPeer, nats::NatsPeer, rabbitmq::RabbitPeer, server::ServerPeer};
+use ferry_bench::report::{self, Report, Row, Unmeasured};
+use ferry_bench::run::{Shape, round};
+
+/// A system to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PeerKind {
+    /// ferry's broker in this process.
+    Embedded,
+    /// A ferry server (`ferry up`) over loopback HTTP.
+    Server,
+    /// NATS JetStream.
+    Nats,
+    /// RabbitMQ.
+    Rabbitmq,
+}
+
+/// A durability class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Class {
+    /// On disk before the ack.
+    OnDisk,
+    /// Flushed in the background.
+    Background,
+}
+
+impl From<Class> for Durability {
+    fn from(c: Class) -> Self {
+        match c {
+            Class::OnDisk => Self::OnDisk,
+            Class::Background => Self::Background,
+        }
+    }
+}
+
+/// Arguments of `ferry bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// 1 KiB messages, one producer and one consumer, 3 s per workload, once: about 2 minutes. Prints
+    /// one line per peer with ferry's ratio to it.
+    #[arg(long)]
+    quick: bool,
+    /// The systems to measure (default: all four). NATS and RabbitMQ are started as private servers on
+    /// free loopback ports unless their URL is given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    peers: Vec<PeerKind>,
+    /// Durability classes (default: both).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    durability: Vec<Class>,
+    /// Message sizes in bytes (default: 100,1024,16384).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Producer counts (default: 1,4).
+    #[arg(long, value_delimiter = ',')]
+    producers: Vec<usize>,
+    /// Consumer counts (default: 1,4).
+    #[arg(long, value_delimiter = ',')]
+    consumers: Vec<usize>,
+    /// Seconds each producer publishes, per workload (default 10; 3 with --quick).
+    #[arg(long, value_name = "S")]
+    seconds: Option<f64>,
+    /// Unconfirmed publishes each producer keeps in flight.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// Repetitions of every cell; tables show the median and the spread (default 3; 1 with --quick).
+    #[arg(long, value_name = "N")]
+    repetitions: Option<usize>,
+    /// Where ferry's data goes (a real disk; fsync costs what it costs there).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the results as a Markdown table to this file.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Use this NATS server instead of starting one.
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// Use this RabbitMQ server instead of starting one.
+    #[arg(long, value_name = "URL")]
+    rabbitmq_url: Option<String>,
+    /// Use this ferry server instead of starting one.
+    #[arg(long, value_name = "URL")]
+    server_url: Option<String>,
+}
+
+/// Runs `ferry bench`.
+///
+/// # Errors
+/// A peer failing during a run, a file that cannot be written.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(bench(args))
+}
+
+fn or<T: Clone>(given: &[T], default: &[T]) -> Vec<T> {
+    if given.is_empty() {
+        default.to_vec()
+    } else {
+        given.to_vec()
+    }
+}
+
+async fn start(kind: PeerKind, durability: Durability, args: &BenchArgs) -> Result<Option<Arc<dyn Peer>>> {
+    let peer: Arc<dyn Peer> = match kind {
+        PeerKind::Embedded => Arc::new(EmbeddedPeer::open(&args.dir, durability)?),
+        PeerKind::Server => match &args.server_url {
+            Some(url) => Arc::new(ServerPeer::connect(url, durability)?),
+            None => {
+                let ferry = std::env::current_exe().context("the path of this ferry binary")?;
+                Arc::new(ServerPeer::start(&ferry, &args.dir, durability).await?)
+            }
+        },
+        PeerKind::Nats => match &args.nats_url {
+            Some(url) => Arc::new(NatsPeer::connect(url, durability).await?),
+            None => match NatsPeer::start(durability).await? {
+                Some(p) => Arc::new(p),
+                None => return Ok(None),
+            },
+        },
+        PeerKind::Rabbitmq => match &args.rabbitmq_url {
+            Some(url) => Arc::new(RabbitPeer::connect(url, durability).await?),
+            None => match RabbitPeer::start(durability).await? {
+                Some(p) => Arc::new(p),
+                None => return Ok(None),
+            },
+        },
+    };
+    Ok(Some(peer))
+}
+
+async fn bench(args: BenchArgs) -> Result<()> {
+    let quick = args.quick;
+    let peers = or(
+        &args.peers,
+        &[
+            PeerKind::Embedded,
+            PeerKind::Server,
+            PeerKind::Nats,
+            PeerKind::Rabbitmq,
+        ],
+    );
+    let classes = or(&args.durability, &[Class::Background, Class::OnDisk]);
+    let sizes = or(&args.sizes, if quick { &[1024] } else { &[100, 1024, 16384] });
+    let producers = or(&args.producers, if quick { &[1] } else { &[1, 4] });
+    let consumers = or(&args.consumers, if quick { &[1] } else { &[1, 4] });
+    let seconds = args.seconds.unwrap_or(if quick { 3.0 } else { 10.0 });
+    let repetitions = args.repetitions.unwrap_or(if quick { 1 } else { 3 }).max(1);
+    anyhow::ensure!(seconds > 0.0, "--seconds must be more than 0");
+    anyhow::ensure!(args.window > 0, "--window must be at least 1");
+
+    let mut rows = Vec::new();
+    let mut unmeasured = Vec::new();
+    for class in &classes {
+        let durability = Durability::from(*class);
+        for kind in &peers {
+            let peer = match start(*kind, durability, &args).await {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    let reason = format!("{kind:?} is not installed (scripts/setup installs it)");
+                    eprintln!("skipped: {reason}");
+                    unmeasured.push(Unmeasured {
+                        peer: format!("{kind:?}"),
+                        durability,
+                        reason,
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    eprintln!("not measured: {kind:?}, {}: {e:#}", durability.label());
+                    unmeasured.push(Unmeasured {
+                        peer: format!("{kind:?}"),
+                        durability,
+                        reason: format!("{e:#}"),
+                    });
+                    continue;
+                }
+            };
+            for &size in &sizes {
+                for &p in &producers {
+                    for &c in &consumers {
+                        let shape = Shape {
+                            size,
+                            producers: p,
+                            consumers: c,
+                            window: args.window,
+                            duration: Duration::from_secs_f64(seconds),
+                        };
+                        // A short warm-up that is not measured.
+                        let warm = Shape {
+                            duration: Duration::from_secs_f64((seconds / 10.0).min(1.0)),
+                            ..shape
+                        };
+                        round(&peer, "warmup", warm).await.with_context(|| peer.name())?;
+                        let mut reps: [Vec<_>; 3] = Default::default();
+                        for rep in 0..repetitions {
+                            eprintln!(
+                                "{} ({}): {size} B, {p} producer(s), {c} consumer(s), repetition {}/{repetitions}",
+                                peer.name(),
+                                durability.label(),
+                                rep + 1
+                            );
+                            let name = format!("bench-{size}-{p}-{c}-{rep}");
+                            let got = round(&peer, &name, shape).await.with_context(|| peer.name())?;
+                            for (i, m) in got.into_iter().enumerate() {
+                                reps[i].push(m);
+                            }
+                        }
+                        rows.extend(reps.into_iter().filter_map(Row::of));
+                    }
+                }
+            }
+            // Stopping a server blocks for seconds (RabbitMQ's stop command): not on a runtime thread.
+            tokio::task::spawn_blocking(move || drop(peer)).await?;
+        }
+    }
+    report::order(&mut rows);
+    let mut ratios = report::ratios(&rows, "ferry (server, HTTP)");
+    ratios.extend(report::ratios(&rows, "ferry (embedded)"));
+    let table = report::markdown(&rows);
+    println!("{table}");
+    for line in &ratios {
+        println!("{line}");
+    }
+    for u in &unmeasured {
+        println!(
+            "not measured: {} ({}): {}",
+            u.peer,
+            u.durability.label(),
+            u.reason
+        );
+    }
+    let report = Report {
+        when: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        machine: machine(),
+        rows,
+        unmeasured,
+        ratios,
+    };
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("--json {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, table).with_context(|| format!("--markdown {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// CPUs and kernel, for the report.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
+}
