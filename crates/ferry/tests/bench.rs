@@ -1,0 +1,102 @@
+//! `ferry bench` end to end: every peer it knows, tiny runs, the report's shape and sanity. Figures are
+//! not asserted (benchmarks measure, tests check).
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn bench_measures_every_peer_and_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let markdown = dir.path().join("bench.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "bench",
+            "--quick",
+            "--seconds",
+            "0.4",
+            "--durability",
+            "background,on-disk",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .arg("--markdown")
+        .arg(&markdown)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let unmeasured = report["unmeasured"].as_array().unwrap();
+    // A server that is not installed is skipped, and said so; CI requires every one.
+    let installed = |peer: &str| {
+        let missing = unmeasured
+            .iter()
+            .any(|u| u["peer"] == peer && u["reason"].as_str().unwrap().contains("not installed"));
+        assert!(
+            !(missing && common::services_required()),
+            "{peer} is not installed: {unmeasured:?}"
+        );
+        if missing {
+            println!("SKIPPED: {peer} is not installed (scripts/setup installs it)");
+        }
+        !missing
+    };
+    let (nats, rabbit) = (installed("Nats"), installed("Rabbitmq"));
+    let cells = |peer: &str, class: &str| {
+        rows.iter()
+            .filter(|r| r["median"]["peer"].as_str().unwrap().starts_with(peer))
+            .filter(|r| r["median"]["durability"] == class)
+            .count()
+    };
+    for class in ["background", "on_disk"] {
+        assert_eq!(cells("ferry (embedded)", class), 3, "{class}");
+        assert_eq!(cells("ferry (server", class), 3, "{class}");
+        if rabbit {
+            assert_eq!(cells("RabbitMQ", class), 3, "{class}: {stdout}");
+        }
+    }
+    if nats {
+        assert_eq!(cells("NATS JetStream", "background"), 3, "{stdout}");
+        // nats-server 2.9 cannot fsync before acknowledging: said, not measured.
+        assert!(
+            unmeasured
+                .iter()
+                .any(|u| u["durability"] == "on_disk"
+                    && u["reason"].as_str().unwrap().contains("sync_interval")),
+            "{unmeasured:?}"
+        );
+    }
+    for r in rows {
+        let m = &r["median"];
+        assert!(m["messages"].as_u64().unwrap() > 0, "{m}");
+        assert!(m["msgs_per_s"].as_f64().unwrap() > 0.0, "{m}");
+        if m["kind"] != "consume" {
+            let l = &m["latency_us"];
+            assert!(l["p50"].as_u64().unwrap() <= l["p99"].as_u64().unwrap(), "{m}");
+            assert!(l["p99"].as_u64().unwrap() <= l["max"].as_u64().unwrap(), "{m}");
+        }
+    }
+    // One ratio line per other system and workload, ferry's server against it.
+    let ratios = report["ratios"].as_array().unwrap();
+    if nats {
+        assert!(
+            ratios.iter().any(|l| l
+                .as_str()
+                .unwrap()
+                .starts_with("ferry (server, HTTP) / NATS JetStream")),
+            "{ratios:?}"
+        );
+    }
+    assert!(stdout.contains("| durability | workload |"), "{stdout}");
+    assert!(
+        std::fs::read_to_string(&markdown)
+            .unwrap()
+            .contains("ferry (embedded)")
+    );
+}
