@@ -162,6 +162,14 @@ async fn bench(args: BenchArgs) -> Result<()> {
 
     let mut rows = Vec::new();
     let mut unmeasured = Vec::new();
+    let steps =
+        classes.len() * peers.len() * sizes.len() * producers.len() * consumers.len() * (repetitions + 1);
+    // Drawn on stderr when it is a terminal; hidden otherwise (CI, pipes).
+    let progress = indicatif::ProgressBar::new(steps as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")?
+            .progress_chars("=> "),
+    );
     for class in &classes {
         let durability = Durability::from(*class);
         for kind in &peers {
@@ -169,7 +177,8 @@ async fn bench(args: BenchArgs) -> Result<()> {
                 Ok(Some(p)) => p,
                 Ok(None) => {
                     let reason = format!("{kind:?} is not installed (scripts/setup installs it)");
-                    eprintln!("skipped: {reason}");
+                    progress.println(format!("skipped: {reason}"));
+                    progress.inc((steps / classes.len() / peers.len()) as u64);
                     unmeasured.push(Unmeasured {
                         peer: format!("{kind:?}"),
                         durability,
@@ -178,7 +187,8 @@ async fn bench(args: BenchArgs) -> Result<()> {
                     continue;
                 }
                 Err(e) => {
-                    eprintln!("not measured: {kind:?}, {}: {e:#}", durability.label());
+                    progress.println(format!("not measured: {kind:?}, {}: {e:#}", durability.label()));
+                    progress.inc((steps / classes.len() / peers.len()) as u64);
                     unmeasured.push(Unmeasured {
                         peer: format!("{kind:?}"),
                         durability,
@@ -202,20 +212,23 @@ async fn bench(args: BenchArgs) -> Result<()> {
                             duration: Duration::from_secs_f64((seconds / 10.0).min(1.0)),
                             ..shape
                         };
+                        progress.set_message(format!("{}, {}: warm-up", peer.name(), durability.label()));
                         round(&peer, "warmup", warm).await.with_context(|| peer.name())?;
+                        progress.inc(1);
                         let mut reps: [Vec<_>; 3] = Default::default();
                         for rep in 0..repetitions {
-                            eprintln!(
-                                "{} ({}): {size} B, {p} producer(s), {c} consumer(s), repetition {}/{repetitions}",
+                            progress.set_message(format!(
+                                "{}, {}: {size} B, {p}p/{c}c, repetition {}/{repetitions}",
                                 peer.name(),
                                 durability.label(),
                                 rep + 1
-                            );
+                            ));
                             let name = format!("bench-{size}-{p}-{c}-{rep}");
                             let got = round(&peer, &name, shape).await.with_context(|| peer.name())?;
                             for (i, m) in got.into_iter().enumerate() {
                                 reps[i].push(m);
                             }
+                            progress.inc(1);
                         }
                         rows.extend(reps.into_iter().filter_map(Row::of));
                     }
@@ -225,6 +238,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
             tokio::task::spawn_blocking(move || drop(peer)).await?;
         }
     }
+    progress.finish_and_clear();
     report::order(&mut rows);
     let mut ratios = report::ratios(&rows, "ferry (server, HTTP)");
     ratios.extend(report::ratios(&rows, "ferry (embedded)"));
