@@ -131,6 +131,58 @@ pub fn ratios(rows: &[Row], ferry: &str) -> Vec<String> {
     lines
 }
 
+/// One line per other system, durability class and shape: ferry's throughput over the system's in each
+/// workload, and the publish p99s. `ferry` names the peer the others are compared with.
+pub fn summary(rows: &[Row], ferry: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut seen: Vec<(String, Durability, Shape)> = Vec::new();
+    for other in rows.iter().filter(|r| !r.median.peer.starts_with("ferry")) {
+        let o = &other.median;
+        let key = (o.peer.clone(), o.durability, o.shape);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let mut parts = Vec::new();
+        let mut p99 = None;
+        for kind in [Kind::Publish, Kind::Consume, Kind::Both] {
+            let cell = |peer: &str| {
+                rows.iter().map(|r| &r.median).find(|m| {
+                    m.peer == peer && m.kind == kind && m.durability == o.durability && m.shape == o.shape
+                })
+            };
+            if let (Some(f), Some(x)) = (cell(ferry), cell(&o.peer)) {
+                parts.push(format!(
+                    "{} {:.2}x",
+                    kind.label(),
+                    f.msgs_per_s / x.msgs_per_s.max(1e-9)
+                ));
+                if kind == Kind::Publish
+                    && let (Some(a), Some(b)) = (f.latency_us, x.latency_us)
+                {
+                    p99 = Some(format!("publish p99 {} vs {} ms", ms(a.p99), ms(b.p99)));
+                }
+            }
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        let mut line = format!(
+            "{ferry} / {}, {}, {} {}: {}",
+            o.peer,
+            o.durability.label(),
+            size(o.shape.size),
+            shape_label(o.shape),
+            parts.join(", ")
+        );
+        if let Some(p) = p99 {
+            let _ = write!(line, "; {p}");
+        }
+        lines.push(line);
+    }
+    lines
+}
+
 fn shape_label(s: Shape) -> String {
     format!("{}p/{}c", s.producers, s.consumers)
 }
@@ -157,8 +209,10 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// What could not be measured.
     pub unmeasured: Vec<Unmeasured>,
-    /// The ratio lines.
+    /// The ratio lines, one per workload.
     pub ratios: Vec<String>,
+    /// The ratio lines, one per system, class and shape.
+    pub summary: Vec<String>,
 }
 
 /// `kind`'s rows first, for tables that read top-down.

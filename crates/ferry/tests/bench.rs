@@ -93,6 +93,19 @@ fn bench_measures_every_peer_and_writes_its_report() {
             "{ratios:?}"
         );
     }
+    // And one line per system and class with all three workloads.
+    if nats {
+        let summary = report["summary"].as_array().unwrap();
+        let line = summary
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .find(|l| l.starts_with("ferry (server, HTTP) / NATS JetStream"))
+            .unwrap_or_else(|| panic!("{summary:?}"));
+        for part in ["publish ", "consume ", "publish+consume ", "publish p99 "] {
+            assert!(line.contains(part), "{line}");
+        }
+        assert!(stdout.contains(line), "{stdout}");
+    }
     assert!(stdout.contains("| durability | workload |"), "{stdout}");
     assert!(
         std::fs::read_to_string(&markdown)

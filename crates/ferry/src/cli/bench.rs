@@ -244,7 +244,10 @@ async fn bench(args: BenchArgs) -> Result<()> {
     ratios.extend(report::ratios(&rows, "ferry (embedded)"));
     let table = report::markdown(&rows);
     println!("{table}");
-    for line in &ratios {
+    // One line per system, class and shape: ferry (the server, as the others are servers) over it.
+    let mut summary = report::summary(&rows, "ferry (server, HTTP)");
+    summary.extend(report::summary(&rows, "ferry (embedded)"));
+    for line in &summary {
         println!("{line}");
     }
     for u in &unmeasured {
@@ -261,6 +264,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
         rows,
         unmeasured,
         ratios,
+        summary,
     };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
