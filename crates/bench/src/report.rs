@@ -213,6 +213,8 @@ pub struct Report {
     pub ratios: Vec<String>,
     /// The ratio lines, one per system, class and shape.
     pub summary: Vec<String>,
+    /// HTTP ingest, when measured.
+    pub ingest: Option<crate::ingest::Ingest>,
 }
 
 /// `kind`'s rows first, for tables that read top-down.

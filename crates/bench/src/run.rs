@@ -74,7 +74,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Option<Self> {
+    pub(crate) fn of(h: &Histogram<u64>) -> Option<Self> {
         (!h.is_empty()).then(|| Self {
             p50: h.value_at_quantile(0.5),
             p90: h.value_at_quantile(0.9),
@@ -112,7 +112,7 @@ pub struct Measured {
     pub server_peak_rss_mib: Option<f64>,
 }
 
-fn histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 600_000_000, 3).context("a latency histogram")
 }
 
@@ -142,7 +142,7 @@ pub fn stamp(payload: &[u8]) -> Option<u64> {
 }
 
 /// CPU seconds and peak RSS (MiB) of process `pid`, from /proc.
-fn usage(pid: Option<u32>) -> (Option<f64>, Option<f64>) {
+pub(crate) fn usage(pid: Option<u32>) -> (Option<f64>, Option<f64>) {
     let Some(pid) = pid else {
         return (None, None);
     };

@@ -25,6 +25,9 @@ fn bench_measures_every_peer_and_writes_its_report() {
         .arg(&json)
         .arg("--markdown")
         .arg(&markdown)
+        .arg("--ingest")
+        .arg(common::example("scream.toml"))
+        .args(["--ingest-concurrency", "8"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -106,6 +109,11 @@ fn bench_measures_every_peer_and_writes_its_report() {
         }
         assert!(stdout.contains(line), "{stdout}");
     }
+    // HTTP ingest: the seed's POST /send under load, every request answered 2xx.
+    let ingest = &report["ingest"];
+    assert!(ingest["requests"].as_u64().unwrap() > 0, "{ingest}");
+    assert_eq!(ingest["errors"], 0, "{ingest}");
+    assert!(stdout.contains("HTTP ingest,"), "{stdout}");
     assert!(stdout.contains("| durability | workload |"), "{stdout}");
     assert!(
         std::fs::read_to_string(&markdown)

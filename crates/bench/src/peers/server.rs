@@ -38,26 +38,8 @@ impl ServerPeer {
         let config = dir.path().join("ferry.toml");
         let data = dir.path().join("data");
         std::fs::write(&config, format!("[server]\ndata_dir = \"{}\"\n", data.display()))?;
-        let mut child = tokio::process::Command::new(ferry)
-            .args(["up", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .env_remove("FERRY_TOKENS")
-            .env_remove("FERRY_TOKENS_FILE")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {} up", ferry.display()))?;
-        let stdout = child.stdout.take().context("the server's stdout")?;
-        let mut line = String::new();
-        tokio::io::BufReader::new(stdout).read_line(&mut line).await?;
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("ferry up printed `{}` instead of where it listens", line.trim()))?;
-        let Some(url) = v["listening"].as_str() else {
-            bail!("ferry up printed no `listening`: {line}");
-        };
-        let mut peer = Self::connect(url, durability)?;
+        let (child, url) = spawn_up(ferry, &config, dir.path()).await?;
+        let mut peer = Self::connect(&url, durability)?;
         peer.child = Some(child);
         peer._dir = Some(dir);
         Ok(peer)
@@ -79,6 +61,40 @@ impl ServerPeer {
             _dir: None,
         })
     }
+}
+
+/// Starts `ferry up --config config` in `cwd` on a free loopback port (no tokens, warnings only); the
+/// process and the URL it listens on. The process is killed when the handle is dropped.
+///
+/// # Errors
+/// It does not start or does not say where it listens.
+pub async fn spawn_up(
+    ferry: &Path,
+    config: &Path,
+    cwd: &Path,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let mut child = tokio::process::Command::new(ferry)
+        .args(["up", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .current_dir(cwd)
+        .env_remove("FERRY_TOKENS")
+        .env_remove("FERRY_TOKENS_FILE")
+        .env_remove("SMTP_HOST")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {} up", ferry.display()))?;
+    let stdout = child.stdout.take().context("the server's stdout")?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout).read_line(&mut line).await?;
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .with_context(|| format!("ferry up printed `{}` instead of where it listens", line.trim()))?;
+    let Some(url) = v["listening"].as_str() else {
+        bail!("ferry up printed no `listening`: {line}");
+    };
+    Ok((child, url.to_owned()))
 }
 
 impl Peer for ServerPeer {

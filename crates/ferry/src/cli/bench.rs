@@ -93,6 +93,24 @@ pub struct BenchArgs {
     /// Use this ferry server instead of starting one.
     #[arg(long, value_name = "URL")]
     server_url: Option<String>,
+    /// Also measure HTTP ingest: serve this configuration (e.g. examples/scream.toml) with `ferry up`
+    /// and send one message per request to its `http` source from many clients at once.
+    #[arg(long, value_name = "FILE")]
+    ingest: Option<PathBuf>,
+    /// The route the ingest requests go to.
+    #[arg(long, value_name = "PATH", default_value = "/send", requires = "ingest")]
+    ingest_path: String,
+    /// The body of every ingest request.
+    #[arg(
+        long,
+        value_name = "JSON",
+        default_value = r#"{"user": "bench", "message": "hello from ferry bench"}"#,
+        requires = "ingest"
+    )]
+    ingest_body: String,
+    /// Ingest requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "ingest")]
+    ingest_concurrency: usize,
 }
 
 /// Runs `ferry bench`.
@@ -238,6 +256,25 @@ async fn bench(args: BenchArgs) -> Result<()> {
             tokio::task::spawn_blocking(move || drop(peer)).await?;
         }
     }
+    let ingest = match &args.ingest {
+        Some(config) => {
+            progress.set_message(format!("HTTP ingest: {}", config.display()));
+            let ferry = std::env::current_exe().context("the path of this ferry binary")?;
+            let got = ferry_bench::ingest::ingest(
+                &ferry,
+                config,
+                &args.dir,
+                &args.ingest_path,
+                &args.ingest_body,
+                args.ingest_concurrency,
+                Duration::from_secs_f64(seconds),
+            )
+            .await
+            .with_context(|| format!("--ingest {}", config.display()))?;
+            Some(got)
+        }
+        None => None,
+    };
     progress.finish_and_clear();
     report::order(&mut rows);
     let mut ratios = report::ratios(&rows, "ferry (server, HTTP)");
@@ -249,6 +286,24 @@ async fn bench(args: BenchArgs) -> Result<()> {
     summary.extend(report::summary(&rows, "ferry (embedded)"));
     for line in &summary {
         println!("{line}");
+    }
+    if let Some(i) = &ingest {
+        let ms = |f: fn(&ferry_bench::run::Percentiles) -> u64| {
+            i.latency_us
+                .as_ref()
+                .map_or("-".to_string(), |p| format!("{:.2}", f(p) as f64 / 1000.0))
+        };
+        println!(
+            "HTTP ingest, {} POST {} from {} clients: {:.0} requests/s, p50 {} ms, p99 {} ms, max {} ms, {} errors",
+            i.config,
+            i.path,
+            i.concurrency,
+            i.requests_per_s,
+            ms(|p| p.p50),
+            ms(|p| p.p99),
+            ms(|p| p.max),
+            i.errors
+        );
     }
     for u in &unmeasured {
         println!(
@@ -265,6 +320,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
         unmeasured,
         ratios,
         summary,
+        ingest,
     };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
