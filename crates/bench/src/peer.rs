@@ -62,6 +62,9 @@ pub trait Peer: Send + Sync {
     fn server_pid(&self) -> Option<u32>;
     /// Makes destination `name` (a topic, stream or queue) and its one consumer group, empty.
     fn prepare<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Deletes destination `name` and what it holds (the benchmark removes each once measured, so a long
+    /// run does not fill the disk).
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
     /// A producer to `name`.
     fn producer<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<Box<dyn Producer>>>;
     /// A consumer of `name`'s group; several share the messages.

@@ -67,7 +67,7 @@ fn ms(us: u64) -> String {
 /// `rows` as a Markdown table, one line per cell, peers of a cell together.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| durability | workload | size | prod/cons | peer | msgs/s (min-max) | MB/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU s | server peak RSS MiB |\n\
+        "| durability | workload | size | prod/cons | peer | msgs/s (min-max) | MB/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU (cores) | server RSS, peak so far (MiB) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
@@ -92,7 +92,8 @@ pub fn markdown(rows: &[Row]) -> String {
             lat(|p| p.p99),
             lat(|p| p.p999),
             lat(|p| p.max),
-            m.server_cpu_s.map_or("-".into(), |c| format!("{c:.1}")),
+            m.server_cpu_s
+                .map_or("-".into(), |c| format!("{:.2}", c / m.seconds)),
             m.server_peak_rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
         );
     }
@@ -132,7 +133,8 @@ pub fn ratios(rows: &[Row], ferry: &str) -> Vec<String> {
 }
 
 /// One line per other system, durability class and shape: ferry's throughput over the system's in each
-/// workload, and the publish p99s. `ferry` names the peer the others are compared with.
+/// workload. `ferry` names the peer the others are compared with. (No latencies: they are measured at
+/// saturation with a fixed window, where they follow from throughput.)
 pub fn summary(rows: &[Row], ferry: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let mut seen: Vec<(String, Durability, Shape)> = Vec::new();
@@ -144,7 +146,6 @@ pub fn summary(rows: &[Row], ferry: &str) -> Vec<String> {
         }
         seen.push(key);
         let mut parts = Vec::new();
-        let mut p99 = None;
         for kind in [Kind::Publish, Kind::Consume, Kind::Both] {
             let cell = |peer: &str| {
                 rows.iter().map(|r| &r.median).find(|m| {
@@ -157,28 +158,19 @@ pub fn summary(rows: &[Row], ferry: &str) -> Vec<String> {
                     kind.label(),
                     f.msgs_per_s / x.msgs_per_s.max(1e-9)
                 ));
-                if kind == Kind::Publish
-                    && let (Some(a), Some(b)) = (f.latency_us, x.latency_us)
-                {
-                    p99 = Some(format!("publish p99 {} vs {} ms", ms(a.p99), ms(b.p99)));
-                }
             }
         }
         if parts.is_empty() {
             continue;
         }
-        let mut line = format!(
+        lines.push(format!(
             "{ferry} / {}, {}, {} {}: {}",
             o.peer,
             o.durability.label(),
             size(o.shape.size),
             shape_label(o.shape),
             parts.join(", ")
-        );
-        if let Some(p) = p99 {
-            let _ = write!(line, "; {p}");
-        }
-        lines.push(line);
+        ));
     }
     lines
 }

@@ -122,18 +122,40 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// A JSON string of `size` bytes that starts with the time it was made (ns since the epoch), so a
-/// consumer can tell how long it took: `"01234567890123456789-xxxx..."`.
-pub fn payload(size: usize) -> Bytes {
-    let stamp = format!("\"{:020}-", now_ns());
-    let mut v = Vec::with_capacity(size.max(stamp.len() + 1));
-    v.extend_from_slice(stamp.as_bytes());
-    let filler = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    while v.len() + 1 < size {
-        v.push(filler[v.len() % filler.len()]);
+/// Smallest message: the quotes, the stamp and its dash.
+pub const MIN_SIZE: usize = 24;
+
+/// Messages of one size: a template made once, stamped per message.
+#[derive(Debug, Clone)]
+pub struct Payloads {
+    template: Vec<u8>,
+}
+
+impl Payloads {
+    /// Messages of `size` bytes (at least [`MIN_SIZE`]).
+    pub fn new(size: usize) -> Self {
+        let size = size.max(MIN_SIZE);
+        let filler = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let mut template: Vec<u8> = (0..size).map(|i| filler[i % filler.len()]).collect();
+        template[0] = b'"';
+        template[21] = b'-';
+        template[size - 1] = b'"';
+        Self { template }
     }
-    v.push(b'"');
-    Bytes::from(v)
+
+    /// A JSON string that starts with the time it was made (ns since the epoch), so a consumer can tell
+    /// how long it took: `"01234567890123456789-xxxx..."`.
+    pub fn next(&self) -> Bytes {
+        let mut v = self.template.clone();
+        let stamp = format!("{:020}", now_ns());
+        v[1..21].copy_from_slice(&stamp.as_bytes()[..20]);
+        Bytes::from(v)
+    }
+}
+
+/// One message of `size` bytes; see [`Payloads::next`].
+pub fn payload(size: usize) -> Bytes {
+    Payloads::new(size).next()
 }
 
 /// When `payload` was made, ns since the epoch.
@@ -187,6 +209,7 @@ async fn publish(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Resu
                 count: 0,
                 latency: histogram()?,
             };
+            let payloads = Payloads::new(shape.size);
             let mut inflight = FuturesUnordered::new();
             let settle = |done: Option<anyhow::Result<Duration>>, tally: &mut Tally| -> anyhow::Result<()> {
                 if let Some(done) = done {
@@ -199,7 +222,7 @@ async fn publish(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Resu
             };
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                let confirm = p.send(payload(shape.size)).await?;
+                let confirm = p.send(payloads.next()).await?;
                 inflight.push(async move { confirm.await.map(|()| sent.elapsed()) });
                 while inflight.len() >= shape.window {
                     settle(inflight.next().await, &mut tally)?;
@@ -223,15 +246,18 @@ async fn publish(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Resu
     Ok((total, started.elapsed()))
 }
 
-/// Consumes `expected` messages with every consumer (stopping early if `stop` is set and nothing came
-/// for a while); returns how many, their send-to-receipt latencies, and the time it took.
+/// How long consumers wait for a missing message once the producers stopped.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Consumes `expected` messages with every consumer (once `producing` is false); returns how many,
+/// their send-to-receipt latencies, when the consumers started, and when the last message came.
 async fn consume(
     peer: &Arc<dyn Peer>,
     name: &str,
     consumers: usize,
     expected: Arc<AtomicU64>,
     producing: Arc<AtomicBool>,
-) -> anyhow::Result<(Tally, Duration)> {
+) -> anyhow::Result<(Tally, Instant, Instant)> {
     let mut cs = Vec::with_capacity(consumers);
     for _ in 0..consumers {
         cs.push(peer.consumer(name).await?);
@@ -246,25 +272,28 @@ async fn consume(
                 count: 0,
                 latency: histogram()?,
             };
-            let mut idle = 0;
+            let mut last = Instant::now();
+            let mut stopped: Option<Instant> = None;
             loop {
                 let done = received.load(Ordering::Acquire);
-                if !producing.load(Ordering::Acquire) && done >= expected.load(Ordering::Acquire) {
-                    break;
-                }
-                let got = c.next(1000, Duration::from_millis(200)).await?;
-                if got.is_empty() {
-                    idle += 1;
-                    // Nothing more for 10 s after the producers stopped: some messages are missing.
+                if !producing.load(Ordering::Acquire) {
+                    if done >= expected.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let since = *stopped.get_or_insert_with(Instant::now);
+                    // Nothing more for a while after the producers stopped: some messages are missing.
                     anyhow::ensure!(
-                        producing.load(Ordering::Acquire) || idle < 50,
-                        "received {} of {} messages, then nothing for 10 s",
+                        last.max(since).elapsed() < PATIENCE,
+                        "received {} of {} messages, then nothing for {PATIENCE:?}",
                         received.load(Ordering::Acquire),
                         expected.load(Ordering::Acquire)
                     );
+                }
+                let got = c.next(1000, Duration::from_millis(200)).await?;
+                if got.is_empty() {
                     continue;
                 }
-                idle = 0;
+                last = Instant::now();
                 let now = now_ns();
                 for m in &got {
                     if let Some(sent) = stamp(m) {
@@ -276,19 +305,23 @@ async fn consume(
                 tally.count += got.len() as u64;
                 received.fetch_add(got.len() as u64, Ordering::AcqRel);
             }
-            anyhow::Ok(tally)
+            let last = (tally.count > 0).then_some(last);
+            anyhow::Ok((tally, last))
         }));
     }
     let mut total = Tally {
         count: 0,
         latency: histogram()?,
     };
+    // The time runs to the last message received, not to when the consumers noticed they were done.
+    let mut last = started;
     for t in tasks {
-        let tally = t.await??;
+        let (tally, at) = t.await??;
         total.count += tally.count;
         total.latency.add(&tally.latency)?;
+        last = last.max(at.unwrap_or(started));
     }
-    Ok((total, started.elapsed()))
+    Ok((total, started, last))
 }
 
 fn measured(
@@ -320,21 +353,35 @@ fn measured(
     }
 }
 
-/// Runs publish only, then consume only of what it stored, then both at once, on a fresh destination
-/// each; returns the three measurements.
+/// `phase` with a limit: a peer that stops answering (a RabbitMQ memory alarm holding confirms) fails
+/// the cell instead of hanging the run.
+async fn limited<T>(
+    what: &str,
+    limit: Duration,
+    phase: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, phase)
+        .await
+        .map_err(|_| anyhow::anyhow!("{what} took more than {limit:?}"))?
+}
+
+/// Runs publish only, then consume only of what it stored, then both at once, each on a fresh
+/// destination removed afterwards; returns the three measurements.
 ///
 /// # Errors
 /// The peer failing, or messages missing.
 pub async fn round(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Result<[Measured; 3]> {
+    let limit = shape.duration * 4 + Duration::from_secs(60);
     // Publish only, then consume what it stored.
     peer.prepare(name).await?;
     let before = usage(peer.server_pid());
-    let (published, took) = publish(peer, name, shape).await?;
+    let (published, took) = limited("publishing", limit, publish(peer, name, shape)).await?;
     let publish_only = measured(peer, Kind::Publish, shape, &published, took, before);
     let before = usage(peer.server_pid());
     let expected = Arc::new(AtomicU64::new(published.count));
     let producing = Arc::new(AtomicBool::new(false));
-    let (consumed, took) = consume(peer, name, shape.consumers, expected, producing).await?;
+    let consuming = consume(peer, name, shape.consumers, expected, producing);
+    let (consumed, started, last) = limited("consuming", limit, consuming).await?;
     anyhow::ensure!(
         consumed.count >= published.count,
         "{}: consumed {} of {} messages",
@@ -342,9 +389,11 @@ pub async fn round(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Re
         consumed.count,
         published.count
     );
-    let consume_only = measured(peer, Kind::Consume, shape, &consumed, took, before);
+    let consume_only = measured(peer, Kind::Consume, shape, &consumed, last - started, before);
+    peer.remove(name).await?;
 
-    // Both at once: consumers start first and read until every confirmed message came.
+    // Both at once: consumers start first and read until every confirmed message came; the time runs
+    // from the first publish to the last receipt.
     let both_name = format!("{name}-both");
     peer.prepare(&both_name).await?;
     let before = usage(peer.server_pid());
@@ -355,16 +404,18 @@ pub async fn round(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Re
         let (expected, producing) = (expected.clone(), producing.clone());
         tokio::spawn(async move { consume(&peer, &name, shape.consumers, expected, producing).await })
     };
-    let published = publish(peer, &both_name, shape).await;
+    let publish_started = Instant::now();
+    let published = limited("publishing", limit, publish(peer, &both_name, shape)).await;
     let count = published.as_ref().map_or(0, |(t, _)| t.count);
     expected.store(count, Ordering::Release);
     producing.store(false, Ordering::Release);
-    let (consumed, took) = reader.await??;
+    let (consumed, _, last) = limited("consuming", limit, async { reader.await? }).await?;
     published?;
+    let took = last.saturating_duration_since(publish_started);
     let both = measured(peer, Kind::Both, shape, &consumed, took, before);
+    peer.remove(&both_name).await?;
     Ok([publish_only, consume_only, both])
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

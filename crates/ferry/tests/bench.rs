@@ -10,7 +10,7 @@ fn bench_measures_every_peer_and_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let markdown = dir.path().join("bench.md");
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let mut out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args([
             "bench",
             "--quick",
@@ -28,11 +28,26 @@ fn bench_measures_every_peer_and_writes_its_report() {
         .arg("--ingest")
         .arg(common::example("scream.toml"))
         .args(["--ingest-concurrency", "8"])
-        .output()
+        .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // A hung peer must fail the test, not hang CI: a deadline far past the ~1 minute it takes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = out.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            out.kill().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let stdout = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    let status = status.unwrap_or_else(|| panic!("ferry bench ran for 10 minutes: {stdout}\n{stderr}"));
+    assert!(status.success(), "{stdout}\n{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
     let unmeasured = report["unmeasured"].as_array().unwrap();
@@ -50,7 +65,7 @@ fn bench_measures_every_peer_and_writes_its_report() {
         }
         !missing
     };
-    let (nats, rabbit) = (installed("Nats"), installed("Rabbitmq"));
+    let (nats, rabbit) = (installed("NATS JetStream"), installed("RabbitMQ"));
     let cells = |peer: &str, class: &str| {
         rows.iter()
             .filter(|r| r["median"]["peer"].as_str().unwrap().starts_with(peer))
@@ -66,14 +81,14 @@ fn bench_measures_every_peer_and_writes_its_report() {
     }
     if nats {
         assert_eq!(cells("NATS JetStream", "background"), 3, "{stdout}");
-        // nats-server 2.9 cannot fsync before acknowledging: said, not measured.
-        assert!(
-            unmeasured
-                .iter()
-                .any(|u| u["durability"] == "on_disk"
+        // nats-server before 2.10 cannot fsync before acknowledging: said, not measured.
+        if cells("NATS JetStream", "on_disk") == 0 {
+            assert!(
+                unmeasured.iter().any(|u| u["durability"] == "on_disk"
                     && u["reason"].as_str().unwrap().contains("sync_interval")),
-            "{unmeasured:?}"
-        );
+                "{unmeasured:?}"
+            );
+        }
     }
     for r in rows {
         let m = &r["median"];
@@ -104,7 +119,7 @@ fn bench_measures_every_peer_and_writes_its_report() {
             .map(|l| l.as_str().unwrap())
             .find(|l| l.starts_with("ferry (server, HTTP) / NATS JetStream"))
             .unwrap_or_else(|| panic!("{summary:?}"));
-        for part in ["publish ", "consume ", "publish+consume ", "publish p99 "] {
+        for part in ["publish ", "consume ", "publish+consume "] {
             assert!(line.contains(part), "{line}");
         }
         assert!(stdout.contains(line), "{stdout}");

@@ -83,6 +83,15 @@ impl Peer for EmbeddedPeer {
         })
     }
 
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if self.broker.describe_topic(name).is_ok() {
+                self.broker.delete_topic(name).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn producer<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<Box<dyn Producer>>> {
         Box::pin(async move {
             let p: Box<dyn Producer> = Box::new(EmbeddedProducer {

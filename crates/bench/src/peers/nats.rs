@@ -171,6 +171,22 @@ impl Peer for NatsPeer {
         self.server.as_ref().and_then(NatsServer::pid)
     }
 
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let stream = stream_name(name)?;
+            match self.js.delete_stream(&stream).await {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if matches!(e.kind(), DeleteStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e).with_context(|| format!("deleting stream `{stream}`")),
+            }
+        })
+    }
+
     fn prepare<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let stream = stream_name(name)?;

@@ -217,6 +217,24 @@ impl Peer for RabbitPeer {
         self.server.as_ref().and_then(RabbitServer::pid)
     }
 
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let queue = queue_name(name)?;
+            let channel = self
+                .conn
+                .create_channel()
+                .await
+                .context("opening a RabbitMQ channel")?;
+            // Deleting a queue that is not there succeeds.
+            channel
+                .queue_delete(queue.clone(), QueueDeleteOptions::default())
+                .await
+                .with_context(|| format!("deleting queue `{queue}`"))?;
+            let _ = channel.close(200, "done".into()).await;
+            Ok(())
+        })
+    }
+
     fn prepare<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let queue = queue_name(name)?;

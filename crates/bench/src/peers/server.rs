@@ -80,6 +80,10 @@ pub async fn spawn_up(
         .env_remove("FERRY_TOKENS")
         .env_remove("FERRY_TOKENS_FILE")
         .env_remove("SMTP_HOST")
+        // The configuration says where the data goes: not a FERRY_DATA_DIR of the user's (or of a .env).
+        .env_remove("FERRY_DATA_DIR")
+        .env_remove("FERRY_READ_TOKENS")
+        .env_remove("FERRY_READ_TOKENS_FILE")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -132,6 +136,16 @@ impl Peer for ServerPeer {
             };
             self.client.queue_consumer(GROUP, name).create(&queue).await?;
             Ok(())
+        })
+    }
+
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            match self.client.delete_topic(name).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.code() == Some("topic_not_found") => Ok(()),
+                Err(e) => Err(e.into()),
+            }
         })
     }
 

@@ -46,8 +46,8 @@ impl From<Class> for Durability {
 /// Arguments of `ferry bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// 1 KiB messages, one producer and one consumer, 3 s per workload, once: about 2 minutes. Prints
-    /// one line per peer with ferry's ratio to it.
+    /// 1 KiB messages, one producer and one consumer, 3 s per workload, once: about 75 s here. Prints
+    /// one line per system with ferry's ratio to it.
     #[arg(long)]
     quick: bool,
     /// The systems to measure (default: all four). NATS and RabbitMQ are started as private servers on
@@ -119,7 +119,13 @@ pub struct BenchArgs {
 /// A peer failing during a run, a file that cannot be written.
 pub fn run(args: BenchArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(bench(args))
+    runtime.block_on(async {
+        // Ctrl-C drops the run, and with it the peers: their servers are stopped, not left behind.
+        tokio::select! {
+            done = bench(args) => done,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the servers it started are stopped"),
+        }
+    })
 }
 
 fn or<T: Clone>(given: &[T], default: &[T]) -> Vec<T> {
@@ -158,6 +164,16 @@ async fn start(kind: PeerKind, durability: Durability, args: &BenchArgs) -> Resu
     Ok(Some(peer))
 }
 
+/// How reports name a kind of peer before it is running.
+fn label(kind: PeerKind) -> &'static str {
+    match kind {
+        PeerKind::Embedded => "ferry (embedded)",
+        PeerKind::Server => "ferry (server, HTTP)",
+        PeerKind::Nats => "NATS JetStream",
+        PeerKind::Rabbitmq => "RabbitMQ",
+    }
+}
+
 async fn bench(args: BenchArgs) -> Result<()> {
     let quick = args.quick;
     let peers = or(
@@ -175,8 +191,20 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let consumers = or(&args.consumers, if quick { &[1] } else { &[1, 4] });
     let seconds = args.seconds.unwrap_or(if quick { 3.0 } else { 10.0 });
     let repetitions = args.repetitions.unwrap_or(if quick { 1 } else { 3 }).max(1);
-    anyhow::ensure!(seconds > 0.0, "--seconds must be more than 0");
+    anyhow::ensure!(
+        seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0,
+        "--seconds must be more than 0 and at most 3600"
+    );
     anyhow::ensure!(args.window > 0, "--window must be at least 1");
+    anyhow::ensure!(producers.iter().all(|&n| n > 0), "--producers must be at least 1");
+    anyhow::ensure!(consumers.iter().all(|&n| n > 0), "--consumers must be at least 1");
+    anyhow::ensure!(
+        sizes
+            .iter()
+            .all(|&n| (ferry_bench::run::MIN_SIZE..=16 * 1024 * 1024).contains(&n)),
+        "--sizes must be {}..=16777216 bytes",
+        ferry_bench::run::MIN_SIZE
+    );
 
     let mut rows = Vec::new();
     let mut unmeasured = Vec::new();
@@ -194,28 +222,34 @@ async fn bench(args: BenchArgs) -> Result<()> {
             let peer = match start(*kind, durability, &args).await {
                 Ok(Some(p)) => p,
                 Ok(None) => {
-                    let reason = format!("{kind:?} is not installed (scripts/setup installs it)");
+                    let reason = format!("{} is not installed (scripts/setup installs it)", label(*kind));
                     progress.println(format!("skipped: {reason}"));
                     progress.inc((steps / classes.len() / peers.len()) as u64);
                     unmeasured.push(Unmeasured {
-                        peer: format!("{kind:?}"),
+                        peer: label(*kind).into(),
                         durability,
                         reason,
                     });
                     continue;
                 }
                 Err(e) => {
-                    progress.println(format!("not measured: {kind:?}, {}: {e:#}", durability.label()));
+                    progress.println(format!(
+                        "not measured: {}, {}: {e:#}",
+                        label(*kind),
+                        durability.label()
+                    ));
                     progress.inc((steps / classes.len() / peers.len()) as u64);
                     unmeasured.push(Unmeasured {
-                        peer: format!("{kind:?}"),
+                        peer: label(*kind).into(),
                         durability,
                         reason: format!("{e:#}"),
                     });
                     continue;
                 }
             };
-            for &size in &sizes {
+            // A cell that fails is said so; the peer is not measured further in this class, and the run
+            // goes on with the others.
+            'cells: for &size in &sizes {
                 for &p in &producers {
                     for &c in &consumers {
                         let shape = Shape {
@@ -225,30 +259,48 @@ async fn bench(args: BenchArgs) -> Result<()> {
                             window: args.window,
                             duration: Duration::from_secs_f64(seconds),
                         };
-                        // A short warm-up that is not measured.
-                        let warm = Shape {
-                            duration: Duration::from_secs_f64((seconds / 10.0).min(1.0)),
-                            ..shape
-                        };
-                        progress.set_message(format!("{}, {}: warm-up", peer.name(), durability.label()));
-                        round(&peer, "warmup", warm).await.with_context(|| peer.name())?;
-                        progress.inc(1);
-                        let mut reps: [Vec<_>; 3] = Default::default();
-                        for rep in 0..repetitions {
-                            progress.set_message(format!(
-                                "{}, {}: {size} B, {p}p/{c}c, repetition {}/{repetitions}",
-                                peer.name(),
-                                durability.label(),
-                                rep + 1
-                            ));
-                            let name = format!("bench-{size}-{p}-{c}-{rep}");
-                            let got = round(&peer, &name, shape).await.with_context(|| peer.name())?;
-                            for (i, m) in got.into_iter().enumerate() {
-                                reps[i].push(m);
-                            }
+                        let cell = async {
+                            // A short warm-up that is not measured.
+                            let warm = Shape {
+                                duration: Duration::from_secs_f64((seconds / 10.0).min(1.0)),
+                                ..shape
+                            };
+                            progress.set_message(format!("{}, {}: warm-up", peer.name(), durability.label()));
+                            round(&peer, "ferry-bench-warmup", warm).await?;
                             progress.inc(1);
+                            let mut reps: [Vec<_>; 3] = Default::default();
+                            for rep in 0..repetitions {
+                                progress.set_message(format!(
+                                    "{}, {}: {size} B, {p}p/{c}c, repetition {}/{repetitions}",
+                                    peer.name(),
+                                    durability.label(),
+                                    rep + 1
+                                ));
+                                let name = format!("ferry-bench-{size}-{p}-{c}-{rep}");
+                                for (i, m) in round(&peer, &name, shape).await?.into_iter().enumerate() {
+                                    reps[i].push(m);
+                                }
+                                progress.inc(1);
+                            }
+                            anyhow::Ok(reps)
+                        };
+                        match cell.await {
+                            Ok(reps) => rows.extend(reps.into_iter().filter_map(Row::of)),
+                            Err(e) => {
+                                let reason = format!("{size} B, {p}p/{c}c: {e:#}");
+                                progress.println(format!(
+                                    "not measured: {}, {}: {reason}",
+                                    peer.name(),
+                                    durability.label()
+                                ));
+                                unmeasured.push(Unmeasured {
+                                    peer: peer.name(),
+                                    durability,
+                                    reason,
+                                });
+                                break 'cells;
+                            }
                         }
-                        rows.extend(reps.into_iter().filter_map(Row::of));
                     }
                 }
             }
