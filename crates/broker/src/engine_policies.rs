@@ -227,6 +227,10 @@ impl Policies {
             .transpose()?;
         if spec.kind == SubscriptionKind::Queue {
             spec.queue.validate()?;
+            validate_name(
+                "dead_letter_topic",
+                &DeadLetters::of(&spec.queue, name, topic).topic,
+            )?;
             let refuse = |field: &'static str, message: String| BrokerError::InvalidConfig { field, message };
             let name = self.inner.name();
             if spec.queue.delivery_delay_ms != 0 {
