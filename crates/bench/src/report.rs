@@ -234,3 +234,153 @@ pub fn order(rows: &mut [Row]) {
             ))
     });
 }
+
+/// Escapes text for SVG.
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A bar chart of `rows` as SVG: one group per durability class, workload and shape, one bar per peer
+/// (messages per second, the median; a whisker for the spread), each group scaled to its own tallest bar
+/// so that the ratios read at a glance. Written by hand: a few rectangles and labels need no plotting
+/// library and no fonts.
+pub fn svg(rows: &[Row]) -> String {
+    const COLOURS: [&str; 6] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
+    let mut peers: Vec<&str> = Vec::new();
+    for r in rows {
+        if !peers.contains(&r.median.peer.as_str()) {
+            peers.push(&r.median.peer);
+        }
+    }
+    let mut groups: Vec<Vec<&Row>> = Vec::new();
+    for r in rows {
+        match groups.iter_mut().find(|g| g[0].same_cell(r)) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    let (bar, gap, height, top, left) = (22.0, 28.0, 160.0, 40.0, 20.0);
+    let group_width = |g: &Vec<&Row>| g.len() as f64 * bar + gap;
+    let width = left * 2.0 + groups.iter().map(group_width).sum::<f64>();
+    let legend = 20.0 * peers.len() as f64;
+    let total_height = top + height + 70.0 + legend;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{total_height:.0}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"20\" font-size=\"14\">ferry bench: messages/s, median of the repetitions \
+         (whisker: min-max); each group scaled to its fastest</text>\n"
+    );
+    let mut x = left;
+    for g in &groups {
+        let most = g.iter().map(|r| r.max_msgs_per_s).fold(1.0, f64::max);
+        for (i, r) in g.iter().enumerate() {
+            let m = &r.median;
+            let colour = COLOURS[peers.iter().position(|p| *p == m.peer).unwrap_or(0) % COLOURS.len()];
+            let h = m.msgs_per_s / most * height;
+            let bx = x + i as f64 * bar;
+            let _ = writeln!(
+                out,
+                "<rect x=\"{bx:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{colour}\">\
+                 <title>{}: {:.0} msgs/s</title></rect>",
+                top + height - h,
+                bar - 2.0,
+                xml(&m.peer),
+                m.msgs_per_s
+            );
+            let (lo, hi) = (r.min_msgs_per_s / most * height, r.max_msgs_per_s / most * height);
+            let cx = bx + (bar - 2.0) / 2.0;
+            let _ = writeln!(
+                out,
+                "<line x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>",
+                top + height - lo,
+                top + height - hi
+            );
+            let _ = writeln!(
+                out,
+                "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">{}</text>",
+                top + height - h - 4.0,
+                si(m.msgs_per_s)
+            );
+        }
+        let m = &g[0].median;
+        let cx = x + g.len() as f64 * bar / 2.0;
+        for (k, line) in [
+            m.kind.label().to_string(),
+            format!("{} {}", size(m.shape.size), shape_label(m.shape)),
+            m.durability.label().to_string(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                top + height + 16.0 + 13.0 * k as f64,
+                xml(line)
+            );
+        }
+        x += group_width(g);
+    }
+    for (i, p) in peers.iter().enumerate() {
+        let y = top + height + 62.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            out,
+            "<rect x=\"{left}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{}\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            y - 10.0,
+            COLOURS[i % COLOURS.len()],
+            left + 18.0,
+            y,
+            xml(p)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Measured, Shape};
+
+    fn row(peer: &str, msgs: f64) -> Row {
+        Row {
+            median: Measured {
+                peer: peer.into(),
+                durability: Durability::Background,
+                kind: Kind::Publish,
+                shape: Shape {
+                    size: 1024,
+                    producers: 1,
+                    consumers: 1,
+                    window: 256,
+                    duration: std::time::Duration::from_secs(1),
+                },
+                messages: 10,
+                seconds: 1.0,
+                msgs_per_s: msgs,
+                mb_per_s: 0.0,
+                latency_us: None,
+                server_cpu_s: None,
+                server_peak_rss_mib: None,
+            },
+            min_msgs_per_s: msgs * 0.9,
+            max_msgs_per_s: msgs * 1.1,
+            repetitions: 3,
+        }
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_peer_scaled_to_the_fastest_and_escapes_names() {
+        let chart = svg(&[row("ferry <a&b>", 200.0), row("NATS", 100.0)]);
+        assert!(chart.starts_with("<svg"));
+        assert!(chart.contains("ferry &lt;a&amp;b&gt;: 200 msgs/s"), "{chart}");
+        assert!(chart.contains("NATS: 100 msgs/s"), "{chart}");
+        // The fastest bar's whisker top is 1.1x it: heights 200/220 and 100/220 of 160 px.
+        assert!(chart.contains("height=\"145.5\""), "{chart}");
+        assert!(chart.contains("height=\"72.7\""), "{chart}");
+    }
+}

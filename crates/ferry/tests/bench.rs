@@ -25,6 +25,8 @@ fn bench_measures_every_peer_and_writes_its_report() {
         .arg(&json)
         .arg("--markdown")
         .arg(&markdown)
+        .arg("--chart")
+        .arg(dir.path().join("bench.svg"))
         .arg("--ingest")
         .arg(common::example("scream.toml"))
         .args(["--ingest-concurrency", "8"])
@@ -134,5 +136,15 @@ fn bench_measures_every_peer_and_writes_its_report() {
         std::fs::read_to_string(&markdown)
             .unwrap()
             .contains("ferry (embedded)")
+    );
+    let chart = std::fs::read_to_string(dir.path().join("bench.svg")).unwrap();
+    assert!(
+        chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"),
+        "{chart}"
+    );
+    assert_eq!(
+        chart.matches(" msgs/s</title>").count(),
+        rows.len(),
+        "one bar per cell"
     );
 }

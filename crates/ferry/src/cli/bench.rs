@@ -84,6 +84,9 @@ pub struct BenchArgs {
     /// Write the results as a Markdown table to this file.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Write a bar chart of the throughputs as SVG to this file.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
     /// Use this NATS server instead of starting one.
     #[arg(long, value_name = "URL")]
     nats_url: Option<String>,
@@ -377,6 +380,10 @@ async fn bench(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("--json {}", path.display()))?;
+    }
+    if let Some(path) = &args.chart {
+        std::fs::write(path, report::svg(&report.rows))
+            .with_context(|| format!("--chart {}", path.display()))?;
     }
     if let Some(path) = &args.markdown {
         std::fs::write(path, table).with_context(|| format!("--markdown {}", path.display()))?;
