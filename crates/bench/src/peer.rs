@@ -70,3 +70,19 @@ pub trait Peer: Send + Sync {
     /// A consumer of `name`'s group; several share the messages.
     fn consumer<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<Box<dyn Consumer>>>;
 }
+
+/// A destination's name, checked: it goes into NATS stream names and subjects and AMQP queue names.
+///
+/// # Errors
+/// Empty, or other than ASCII letters, digits, `-` and `_`.
+pub fn checked_name(name: &str) -> anyhow::Result<&str> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    anyhow::ensure!(
+        valid,
+        "destination name `{name}`: use ASCII letters, digits, `-` and `_`"
+    );
+    Ok(name)
+}

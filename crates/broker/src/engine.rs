@@ -126,6 +126,31 @@ impl InRecord {
     pub fn id(&self) -> (u32, u64) {
         (self.partition, self.offset)
     }
+
+    /// The headers as the broker keeps them (what filter policies match against).
+    pub fn broker_headers(&self) -> Vec<Header> {
+        self.headers
+            .iter()
+            .map(|(key, value)| Header {
+                key: key.clone(),
+                value: Bytes::from(value.clone()),
+            })
+            .collect()
+    }
+}
+
+/// Cuts `records` to the first ones within about `max_bytes` of keys and values, at least one (as a
+/// fetch of the embedded broker does).
+pub fn truncate_to_bytes(records: &mut Vec<InRecord>, max_bytes: usize) {
+    let mut bytes = 0;
+    let keep = records
+        .iter()
+        .position(|r| {
+            bytes += r.value.len() + r.key.as_ref().map_or(0, String::len);
+            bytes > max_bytes
+        })
+        .map_or(records.len(), |i| i.max(1));
+    records.truncate(keep);
 }
 
 /// Settings of the queue groups stages read with.

@@ -407,15 +407,7 @@ impl StreamGroups {
             .unwrap_or(state.start_offset)
             .max(state.start_offset);
         let mut records = engine.fetch(topic, from, max, wait).await?;
-        let mut bytes = 0;
-        let keep = records
-            .iter()
-            .position(|r| {
-                bytes += r.value.len() + r.key.as_ref().map_or(0, String::len);
-                bytes > max_bytes
-            })
-            .map_or(records.len(), |i| i.max(1));
-        records.truncate(keep);
+        crate::engine::truncate_to_bytes(&mut records, max_bytes);
         let Some(next) = records.last().map(|r| r.offset + 1) else {
             return Ok(records);
         };
@@ -448,17 +440,7 @@ impl StreamGroups {
         );
         // A subscription's filter drops what it refuses; the position moves past it all the same.
         if let Some(policy) = engine.filter(group, topic).await {
-            records.retain(|r| {
-                let headers: Vec<crate::Header> = r
-                    .headers
-                    .iter()
-                    .map(|(key, value)| crate::Header {
-                        key: key.clone(),
-                        value: Bytes::from(value.clone()),
-                    })
-                    .collect();
-                policy.matches(&headers, &r.value)
-            });
+            records.retain(|r| policy.matches(&r.broker_headers(), &r.value));
         }
         Ok(records)
     }

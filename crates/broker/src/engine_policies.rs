@@ -22,7 +22,7 @@ use crate::engine::{
 };
 use crate::engine_groups::StreamGroups;
 use crate::{
-    BrokerError, FilterPolicy, Header, QueueConfig, SubscriptionInfo, SubscriptionKind, SubscriptionSpec,
+    BrokerError, FilterPolicy, QueueConfig, SubscriptionInfo, SubscriptionKind, SubscriptionSpec,
     validate_name,
 };
 
@@ -416,16 +416,6 @@ impl Policies {
     }
 }
 
-fn headers(r: &InRecord) -> Vec<Header> {
-    r.headers
-        .iter()
-        .map(|(key, value)| Header {
-            key: key.clone(),
-            value: Bytes::from(value.clone()),
-        })
-        .collect()
-}
-
 impl Engine for Policies {
     fn ensure_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         self.inner.ensure_topic(topic)
@@ -479,7 +469,7 @@ impl Engine for Policies {
             };
             let (keep, skip): (Vec<InRecord>, Vec<InRecord>) = got
                 .into_iter()
-                .partition(|r| policy.matches(&headers(r), &r.value));
+                .partition(|r| policy.matches(&r.broker_headers(), &r.value));
             if !skip.is_empty() {
                 let ids: Vec<(u32, u64)> = skip.iter().map(InRecord::id).collect();
                 // Not fatal: the records come again and are filtered again; `keep` is held by now.

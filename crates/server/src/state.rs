@@ -26,6 +26,8 @@ struct Inner {
     engine: Option<crate::EngineRef>,
     /// Stream groups on `engine`.
     stream_groups: ferry_broker::engine_groups::StreamGroups,
+    /// Queue groups on `engine` known to exist, so that a receive does not ask the engine each time.
+    queues_seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -49,6 +51,7 @@ impl AppState {
             broker,
             engine,
             stream_groups: ferry_broker::engine_groups::StreamGroups::default(),
+            queues_seen: std::sync::Mutex::default(),
             metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -65,6 +68,14 @@ impl AppState {
     /// engine use it instead of [`Self::broker`].
     pub fn engine(&self) -> Option<&crate::EngineRef> {
         self.0.engine.as_ref()
+    }
+
+    /// Queue groups on [`Self::engine`] this process knows exist, by `(group, topic)`.
+    pub fn queues_seen(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(String, String)>> {
+        self.0
+            .queues_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stream groups on [`Self::engine`].

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{ContextBuilder, DeleteStreamErrorKind};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
@@ -69,24 +69,15 @@ fn has_sync_interval(version: &str) -> Option<bool> {
     Some((major, minor) >= (2, 10))
 }
 
-/// A destination's name, checked: it goes into a stream name and a subject.
-fn checked(name: &str) -> anyhow::Result<&str> {
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid {
-        bail!("destination name `{name}`: use ASCII letters, digits, `-` and `_`");
-    }
-    Ok(name)
-}
-
 fn stream_name(name: &str) -> anyhow::Result<String> {
-    Ok(format!("bench_{}", checked(name)?))
+    Ok(format!("bench_{}", crate::peer::checked_name(name)?))
 }
 
 fn subject(name: &str) -> anyhow::Result<Subject> {
-    Ok(Subject::from(format!("bench.{}", checked(name)?)))
+    Ok(Subject::from(format!(
+        "bench.{}",
+        crate::peer::checked_name(name)?
+    )))
 }
 
 /// A connection of its own, named for the server's connection list.
@@ -189,14 +180,8 @@ impl Peer for NatsPeer {
 
     fn prepare<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
+            self.remove(name).await?;
             let stream = stream_name(name)?;
-            match self.js.delete_stream(&stream).await {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(e.kind(), DeleteStreamErrorKind::JetStream(j)
-                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {}
-                Err(e) => return Err(e).with_context(|| format!("deleting stream `{stream}`")),
-            }
             let config = stream::Config {
                 name: stream.clone(),
                 subjects: vec![subject(name)?.to_string()],

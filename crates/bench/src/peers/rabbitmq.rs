@@ -54,20 +54,11 @@ impl std::fmt::Debug for RabbitPeer {
     }
 }
 
-/// A destination's name, checked.
-fn checked(name: &str) -> anyhow::Result<&str> {
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid {
-        bail!("destination name `{name}`: use ASCII letters, digits, `-` and `_`");
-    }
-    Ok(name)
-}
-
 fn queue_name(name: &str) -> anyhow::Result<ShortString> {
-    Ok(ShortString::from(format!("bench.{}", checked(name)?)))
+    Ok(ShortString::from(format!(
+        "bench.{}",
+        crate::peer::checked_name(name)?
+    )))
 }
 
 /// A connection of its own, named for the server's connection list.
@@ -237,17 +228,13 @@ impl Peer for RabbitPeer {
 
     fn prepare<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
+            self.remove(name).await?;
             let queue = queue_name(name)?;
             let channel = self
                 .conn
                 .create_channel()
                 .await
                 .context("opening a RabbitMQ channel")?;
-            // Deleting a queue that is not there succeeds.
-            channel
-                .queue_delete(queue.clone(), QueueDeleteOptions::default())
-                .await
-                .with_context(|| format!("deleting queue `{queue}`"))?;
             let mut arguments = FieldTable::default();
             let kind = self.queue_type();
             arguments.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));

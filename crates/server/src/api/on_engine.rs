@@ -229,20 +229,24 @@ pub(super) async fn receive(
 ) -> Result<Vec<Received>, ApiError> {
     // As on the embedded engine, a receive on a group that does not exist makes it with the defaults; an
     // existing one keeps its settings.
-    let engine = e.engine.clone();
-    let (g, t) = (group.clone(), topic.clone());
-    state
-        .detached(async move {
-            match engine.group_state(&g, &t).await {
-                Ok(Some(_)) => Ok(()),
-                Ok(None) | Err(EngineError::Unsupported { .. }) => {
-                    engine.ensure_queue(&g, &t, &QueueConfig::default()).await
+    let slot = (group.clone(), topic.clone());
+    if !state.queues_seen().contains(&slot) {
+        let engine = e.engine.clone();
+        let (g, t) = slot.clone();
+        state
+            .detached(async move {
+                match engine.group_state(&g, &t).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) | Err(EngineError::Unsupported { .. }) => {
+                        engine.ensure_queue(&g, &t, &QueueConfig::default()).await
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            }
-        })
-        .await?
-        .map_err(failed)?;
+            })
+            .await?
+            .map_err(failed)?;
+        state.queues_seen().insert(slot);
+    }
     let got = state
         .long_poll(max_wait, |wait| {
             let (state, engine) = (state.clone(), e.engine.clone());
@@ -367,6 +371,7 @@ pub(super) async fn delete_topic(
         .detached(async move { engine.delete_topic(&t).await })
         .await?
         .map_err(failed)?;
+    state.queues_seen().retain(|(_, t)| *t != topic);
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -414,31 +419,15 @@ pub(super) async fn fetch(
             let engine = e.engine.clone();
             let topic = topic.clone();
             async move {
-                let got = engine
+                let mut got = engine
                     .fetch(&topic, offset, limits.max_records, wait)
                     .await
                     .map_err(failed)?;
-                Ok(within_bytes(got, limits.max_bytes)
-                    .into_iter()
-                    .map(stored)
-                    .collect())
+                ferry_broker::engine::truncate_to_bytes(&mut got, limits.max_bytes);
+                Ok(got.into_iter().map(stored).collect())
             }
         })
         .await
-}
-
-/// The first records of `records` within about `max_bytes` of keys and values, at least one.
-fn within_bytes(mut records: Vec<InRecord>, max_bytes: usize) -> Vec<InRecord> {
-    let mut bytes = 0;
-    let keep = records
-        .iter()
-        .position(|r| {
-            bytes += r.value.len() + r.key.as_ref().map_or(0, String::len);
-            bytes > max_bytes
-        })
-        .map_or(records.len(), |i| i.max(1));
-    records.truncate(keep);
-    records
 }
 
 /// `GET /v1/queues/{group}/topics/{topic}`: the engine's counts; the settings are the defaults (engines
