@@ -55,7 +55,8 @@ impl Clock for ManualClock {
     }
 }
 
-/// Hooks for metrics one layer up; called on the writer thread, so keep them cheap.
+/// Hooks for metrics one layer up; called on the writer thread (and `fsynced` of the interval policy's
+/// periodic fsync on the background fsync thread), so keep them cheap.
 pub trait LogObserver: Send + Sync + 'static {
     /// Records up to `next_offset` (exclusive) became readable.
     fn committed(&self, _next_offset: u64) {}
@@ -322,6 +323,7 @@ impl Log {
             pending_index_entries: 0,
             unsynced: false,
             last_sync: Instant::now(),
+            syncing: Arc::new(AtomicBool::new(false)),
         };
         let handle = std::thread::Builder::new()
             .name("ferry-log-writer".into())
@@ -568,6 +570,34 @@ struct Writer {
     pending_index_entries: u64,
     unsynced: bool,
     last_sync: Instant,
+    /// True while a background fsync of this log (interval policy) is running.
+    syncing: Arc<AtomicBool>,
+}
+
+/// A background fsync: runs on the process's one `ferry-log-sync` thread.
+type SyncJob = Box<dyn FnOnce() + Send>;
+
+/// Queues `job` on the process's background fsync thread (started on first use); runs it here if that
+/// thread cannot be had.
+fn sync_in_background(job: SyncJob) {
+    static SYNCER: std::sync::OnceLock<Option<std::sync::Mutex<mpsc::Sender<SyncJob>>>> =
+        std::sync::OnceLock::new();
+    let syncer = SYNCER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SyncJob>();
+        std::thread::Builder::new()
+            .name("ferry-log-sync".into())
+            .spawn(move || rx.into_iter().for_each(|job| job()))
+            .ok()
+            .map(|_| std::sync::Mutex::new(tx))
+    });
+    let job = match syncer {
+        Some(tx) => match tx.lock().unwrap_or_else(|e| e.into_inner()).send(job) {
+            Ok(()) => return,
+            Err(mpsc::SendError(job)) => job,
+        },
+        None => job,
+    };
+    job();
 }
 
 impl Writer {
@@ -576,7 +606,13 @@ impl Writer {
         loop {
             let mut deadline = next_housekeeping;
             if let (FsyncPolicy::Interval(every), true) = (self.shared.config.fsync, self.unsynced) {
-                deadline = deadline.min(self.last_sync + every);
+                // While the last periodic fsync still runs, look again a little later rather than spin.
+                let due = if self.syncing.load(Ordering::Acquire) {
+                    Instant::now() + (every / 10).max(Duration::from_millis(1))
+                } else {
+                    self.last_sync + every
+                };
+                deadline = deadline.min(due);
             }
             let first = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(cmd) => cmd,
@@ -636,13 +672,45 @@ impl Writer {
         }
     }
 
+    /// The interval policy's periodic fsync, off this thread: appends go on while the disk catches up
+    /// (an fsync of a second's writes can take hundreds of milliseconds). A failed one poisons the log,
+    /// as a failed write does. One at a time per log; an explicit flush, a roll and closing still sync
+    /// here, in line.
     fn sync_if_due(&mut self) {
-        if let (FsyncPolicy::Interval(every), true) = (self.shared.config.fsync, self.unsynced)
-            && self.last_sync.elapsed() >= every
-            && let Err(e) = self.write_pending(true)
-        {
-            tracing::error!(dir = %self.shared.dir.display(), error = %e, "periodic fsync failed");
+        let FsyncPolicy::Interval(every) = self.shared.config.fsync else {
+            return;
+        };
+        if !self.unsynced || self.last_sync.elapsed() < every || self.syncing.load(Ordering::Acquire) {
+            return;
         }
+        if let Err(e) = self.write_pending(false) {
+            tracing::error!(dir = %self.shared.dir.display(), error = %e, "log append failed");
+            return;
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        self.syncing.store(true, Ordering::Release);
+        let (segment, shared, observer, syncing) = (
+            self.active.clone(),
+            self.shared.clone(),
+            self.observer.clone(),
+            self.syncing.clone(),
+        );
+        sync_in_background(Box::new(move || {
+            let started = Instant::now();
+            match segment.log.sync_data() {
+                Ok(()) => {
+                    if let Some(o) = &observer {
+                        o.fsynced(started.elapsed());
+                    }
+                }
+                Err(e) => {
+                    shared.poisoned.store(true, Ordering::Release);
+                    tracing::error!(path = %segment.log_path.display(), error = %e, "periodic fsync failed; refusing appends until reopened");
+                }
+            }
+            syncing.store(false, Ordering::Release);
+        }));
     }
 
     /// Gives a batch its offsets and queues it; rolls first if it would not fit the active segment.

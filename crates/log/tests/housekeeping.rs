@@ -43,3 +43,44 @@ fn retention_runs_while_appends_never_stop() {
         "{acked} records appended and no segment deleted: retention starved by a busy writer"
     );
 }
+
+/// Records where each fsync ran.
+struct SyncThreads(std::sync::Mutex<mpsc::Sender<Option<String>>>);
+
+impl ferry_log::LogObserver for SyncThreads {
+    fn fsynced(&self, _took: Duration) {
+        let name = std::thread::current().name().map(str::to_owned);
+        let _ = self.0.lock().unwrap().send(name);
+    }
+}
+
+/// The interval policy's periodic fsync runs off the writer thread, so appends are not held up while
+/// a second's writes reach the disk; and it does run.
+#[test]
+fn periodic_fsync_runs_off_the_writer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, synced) = mpsc::channel();
+    let options = ferry_log::LogOptions {
+        config: LogConfig {
+            fsync: FsyncPolicy::Interval(Duration::from_millis(5)),
+            ..LogConfig::default()
+        },
+        clock: std::sync::Arc::new(ferry_log::SystemClock),
+        observer: Some(std::sync::Arc::new(SyncThreads(std::sync::Mutex::new(tx)))),
+    };
+    let log = Log::open_with(dir.path(), options).unwrap();
+    let record = [NewRecord::value(Bytes::from_static(b"x"))];
+    log.append(&record).unwrap();
+    let thread = synced
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no periodic fsync");
+    assert_eq!(thread.as_deref(), Some("ferry-log-sync"));
+    // Appends go on after (and while) background syncs.
+    for _ in 0..100 {
+        log.append(&record).unwrap();
+    }
+    assert_eq!(log.next_offset(), 101);
+    synced
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no second periodic fsync");
+}
