@@ -55,7 +55,8 @@ pub async fn ingest(
         .tempdir_in(dir)
         .with_context(|| format!("a directory under {}", dir.display()))?;
     let config = std::fs::canonicalize(config).with_context(|| format!("{}", config.display()))?;
-    let (child, url) = spawn_up(ferry, &config, work.path()).await?;
+    let (child, listening) = spawn_up(ferry, &config, work.path()).await?;
+    let url = listening.url;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;

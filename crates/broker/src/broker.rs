@@ -410,10 +410,23 @@ impl Broker {
     /// [`BrokerError::TopicNotFound`], [`BrokerError::PartitionNotFound`], [`BrokerError::RecordTooLarge`],
     /// [`BrokerError::Storage`]. Nothing is written when any record is refused.
     pub async fn publish(&self, topic: &str, records: Vec<Produce>) -> Result<Vec<Produced>> {
+        self.publish_enqueue(topic, records)?.await
+    }
+
+    /// [`Broker::publish`] in two steps: checks the records and queues them for their partitions' writers
+    /// now, in the caller's order; the future it returns waits until all are durable. Two calls on one
+    /// partition are appended in the order of the calls, whenever their futures are awaited: what a
+    /// connection pipelining publishes needs.
+    ///
+    /// # Errors
+    /// As [`Broker::publish`]; refused records are refused here, storage failures come from the future.
+    pub fn publish_enqueue(
+        &self,
+        topic: &str,
+        records: Vec<Produce>,
+    ) -> Result<impl Future<Output = Result<Vec<Produced>>> + Send + 'static + use<>> {
         let topic = self.topic(topic)?;
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
+        let total = records.len();
         let n = topic.partitions.len() as u32;
         let max = topic.config.max_record_bytes as usize;
         let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<NewRecord>)> = BTreeMap::new();
@@ -448,7 +461,6 @@ impl Broker {
                 value: r.value,
             });
         }
-        let total: usize = by_partition.values().map(|(idx, _)| idx.len()).sum();
         let mut pending = Vec::with_capacity(by_partition.len());
         for (partition, (indexes, batch)) in by_partition {
             let log = &topic.partitions[partition as usize];
@@ -459,23 +471,25 @@ impl Broker {
             });
             pending.push((partition, indexes, rx));
         }
-        let mut out = vec![
-            Produced {
-                partition: 0,
-                offset: 0
-            };
-            total
-        ];
-        for (partition, indexes, rx) in pending {
-            let appended = rx.await.map_err(|_| BrokerError::ShuttingDown)??;
-            for (k, i) in indexes.into_iter().enumerate() {
-                out[i] = Produced {
-                    partition,
-                    offset: appended.base_offset + k as u64,
+        Ok(async move {
+            let mut out = vec![
+                Produced {
+                    partition: 0,
+                    offset: 0
                 };
+                total
+            ];
+            for (partition, indexes, rx) in pending {
+                let appended = rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+                for (k, i) in indexes.into_iter().enumerate() {
+                    out[i] = Produced {
+                        partition,
+                        offset: appended.base_offset + k as u64,
+                    };
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Reads records of one partition from `offset`, waiting up to `limits.max_wait` for the first one.

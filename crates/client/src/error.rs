@@ -45,8 +45,8 @@ pub enum Error {
     /// The server refused the request or failed it.
     #[error(transparent)]
     Api(ApiError),
-    /// The request did not get an answer: connection refused or reset, a timeout. For a publish, the
-    /// records may or may not have been stored.
+    /// The HTTP request did not get an answer: connection refused or reset, a timeout. For a publish,
+    /// the records may or may not have been stored. (Over the wire protocol: [`Error::Wire`].)
     #[error("{method} {url}: {detail}")]
     Transport {
         /// The request's method.
@@ -70,6 +70,30 @@ pub enum Error {
         /// The status of the answer.
         status: u16,
         /// What was wrong with it.
+        message: String,
+    },
+    /// A request over the wire protocol ([`crate::ClientBuilder::wire`]) got no answer: the connection
+    /// could not be opened, or it broke, was closed by the server (shutting down, or after a frame it
+    /// could not decode) or went without an answer past the timeout while the request was pending. For
+    /// a publish, the records may or may not have been stored. Every request pending on the connection
+    /// fails with this error; the next request opens a new connection.
+    #[error("wire {addr}: {detail}")]
+    Wire {
+        /// The wire address, `host:port`.
+        addr: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The server answered a wire request with something this client does not understand: a response
+    /// of another kind than the request's, a wrong number of offsets, a protocol version it does not
+    /// speak.
+    #[error("wire {addr}: unexpected answer to {request}: {message}")]
+    WireProtocol {
+        /// The wire address, `host:port`.
+        addr: String,
+        /// The request's kind (`PUBLISH`, `RECEIVE`, ...).
+        request: &'static str,
+        /// What was wrong with the answer.
         message: String,
     },
     /// The client's settings are wrong: a URL that does not parse, a token that cannot be a header.
@@ -122,11 +146,12 @@ impl Error {
         }
     }
 
-    /// Whether the same request may succeed later unchanged: transport failures, 503 and other 5xx.
-    /// Whether retrying a publish is safe is the caller's call: it may store the records twice.
+    /// Whether the same request may succeed later unchanged: transport failures (HTTP or wire), 503 and
+    /// other 5xx. Whether retrying a publish is safe is the caller's call: it may store the records
+    /// twice.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            Self::Transport { .. } | Self::Wire { .. } => true,
             Self::Api(e) => e.status >= 500,
             _ => false,
         }

@@ -1,12 +1,13 @@
-//! Rust client of ferry's HTTP API (`/v1`): admin of topics, queue groups and subscriptions, a batching
-//! [`Producer`], a [`StreamConsumer`] (Kafka consumer groups) and a [`QueueConsumer`] (SQS-like leases).
+//! Rust client of ferry's HTTP API (`/v1`) and wire protocol: admin of topics, queue groups and
+//! subscriptions, a batching [`Producer`], a [`StreamConsumer`] (Kafka consumer groups) and a
+//! [`QueueConsumer`] (SQS-like leases).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ferry_client::Error> {
 //! use std::time::Duration;
 //! use ferry_client::{Client, ProduceRecord, TopicConfig};
 //!
-//! let client = Client::from_env()?; // FERRY_URL (default http://127.0.0.1:5555), FERRY_TOKEN
+//! let client = Client::from_env()?; // FERRY_URL (default http://127.0.0.1:5555), FERRY_TOKEN, FERRY_WIRE
 //! client.create_topic("orders", &TopicConfig::default().partitions(4)).await?;
 //!
 //! let producer = client.producer();
@@ -20,9 +21,35 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Plain HTTP only (no TLS in this build): fine on loopback and inside a trusted network. Every call is
-//! one HTTP request (the producer's sends are batched into few); nothing is retried behind your back,
-//! since a publish retried after a lost answer may be stored twice.
+//! # Transports
+//! By default every call is one HTTP request (the producer's sends are batched into few). With a wire
+//! address ([`ClientBuilder::wire`], or `FERRY_WIRE` for [`Client::from_env`]) the hot path goes over
+//! ferry's framed binary protocol (`ferry-wire`) instead:
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), ferry_client::Error> {
+//! let client = ferry_client::Client::builder()
+//!     .url("http://127.0.0.1:5555") // admin, fetch, stream consumers
+//!     .wire("127.0.0.1:5556") // publish, producer, queue receive/ack/nack/extend
+//!     .build()?;
+//! # Ok(()) }
+//! ```
+//!
+//! - Over the wire: [`Client::publish`], the [`Producer`]'s batches (one PUBLISH frame each, records
+//!   never JSON-encoded) and [`QueueConsumer::receive`], [`QueueConsumer::ack`],
+//!   [`QueueConsumer::nack`] and [`QueueConsumer::extend`]. Everything else stays on HTTP.
+//! - One TCP connection per [`Client`] (`TCP_NODELAY`), shared by its clones and everything made from
+//!   it, opened on first use with a HELLO carrying the token. Requests are pipelined on it and
+//!   answered in any order; frames queued together go out in one write.
+//! - Results and error answers are those of the HTTP API ([`Error::Api`] with the same status, code
+//!   and field), without `retry_after`. Received records hold the stored bytes, as the HTTP path gives
+//!   them after undoing its JSON rendering (see [`Record`]).
+//! - When the connection breaks (the server stops, a reset, no answer within the client's timeout),
+//!   every request pending on it fails with [`Error::Wire`] and the next request connects again.
+//!
+//! Plain TCP and HTTP only (no TLS in this build): fine on loopback and inside a trusted network.
+//! Nothing is retried behind your back, since a publish retried after a lost answer may be stored
+//! twice.
 
 mod admin;
 mod error;
@@ -31,6 +58,7 @@ mod producer;
 mod queue;
 mod record;
 mod stream;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +79,7 @@ pub use crate::record::{AsRecordId, ProduceRecord, Produced, Record, RecordId};
 pub use crate::stream::{Membership, StreamConsumer};
 
 use crate::http::{Http, Verb, path, query};
+use crate::wire::Wire;
 
 /// Address used when neither the builder nor `FERRY_URL` names one.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5555";
@@ -64,10 +93,12 @@ pub(crate) const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
 /// Longest long-poll the server accepts.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// A connection to one ferry server. Cheap to clone; clones share connections.
+/// A connection to one ferry server. Cheap to clone; clones share connections (the HTTP pool and
+/// the wire connection, with everything made from them: producers and consumers).
 #[derive(Debug, Clone)]
 pub struct Client {
     http: Arc<Http>,
+    wire: Option<Arc<Wire>>,
 }
 
 /// Settings of a [`Client`].
@@ -77,6 +108,7 @@ pub struct ClientBuilder {
     token: Option<String>,
     timeout: Duration,
     connect_timeout: Duration,
+    wire: Option<String>,
 }
 
 impl Default for ClientBuilder {
@@ -86,6 +118,7 @@ impl Default for ClientBuilder {
             token: None,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            wire: None,
         }
     }
 }
@@ -98,32 +131,50 @@ impl ClientBuilder {
         self
     }
 
-    /// A bearer token sent as `Authorization: Bearer <token>` with every request.
+    /// A bearer token sent as `Authorization: Bearer <token>` with every request (and in the wire
+    /// protocol's HELLO).
     #[must_use]
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
     }
 
-    /// Limit of one request (default 30 s); long-polls get their wait on top.
+    /// Limit of one request (default 30 s); long-polls get their wait on top. Over the wire, a request
+    /// without an answer past it fails with [`Error::Wire`] and the connection is closed (every
+    /// request pending on it fails alike; the next one reconnects).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// Limit of connecting (default 10 s).
+    /// Limit of connecting (default 10 s); for the wire connection, the TCP connect and the HELLO
+    /// exchange together.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
+    /// The address of the server's wire protocol listener, `host:port` (`127.0.0.1:5556`): publishes
+    /// ([`Client::publish`], the [`Producer`]) and queue receive/ack/nack/extend ([`QueueConsumer`])
+    /// then go over one framed binary TCP connection instead of HTTP, pipelined; everything else
+    /// (admin, fetch, stream consumers) stays on HTTP at [`ClientBuilder::url`]. The connection is
+    /// opened on first use, authenticates with [`ClientBuilder::token`], is shared by the client's
+    /// clones and everything made from them, and is opened again by the next request after it broke.
+    /// Results and error answers are the same as over HTTP; a broken connection fails the requests
+    /// pending on it with [`Error::Wire`]. Plain TCP, like the HTTP side (no TLS).
+    #[must_use]
+    pub fn wire(mut self, addr: impl Into<String>) -> Self {
+        self.wire = Some(addr.into());
+        self
+    }
+
     /// The client. Connects lazily: a wrong address shows at the first request.
     ///
     /// # Errors
-    /// [`Error::Config`] for a URL that does not parse or is not `http://`, or a token that cannot be
-    /// sent in a header.
+    /// [`Error::Config`] for a URL that does not parse or is not `http://`, a wire address that is not
+    /// `host:port`, or a token that cannot be sent in a header.
     pub fn build(self) -> Result<Client> {
         let raw = self.url.trim();
         let with_scheme = if raw.contains("://") {
@@ -151,8 +202,10 @@ impl ClientBuilder {
                 "ferry URL `{raw}`: must not have a query or fragment"
             )));
         }
+        let wire = self.wire.as_deref().map(wire_addr).transpose()?;
         let mut headers = HeaderMap::new();
-        if let Some(token) = self.token.filter(|t| !t.is_empty()) {
+        let token = self.token.filter(|t| !t.is_empty());
+        if let Some(token) = &token {
             let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 Error::Config("the token holds characters that cannot be sent in a header".into())
             })?;
@@ -166,10 +219,35 @@ impl ClientBuilder {
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
         let base = url.as_str().trim_end_matches('/').to_string();
+        let wire = wire.map(|addr| {
+            Arc::new(Wire::new(
+                addr,
+                token.unwrap_or_default(),
+                self.connect_timeout,
+                self.timeout,
+            ))
+        });
         Ok(Client {
             http: Arc::new(Http::new(http, base, self.timeout)),
+            wire,
         })
     }
+}
+
+/// A wire address as given, trimmed, if it is `host:port`; resolved when connecting.
+fn wire_addr(raw: &str) -> Result<String> {
+    let addr = raw.trim();
+    let bad = |why: &str| Error::Config(format!("ferry wire address `{raw}`: {why}"));
+    if addr.contains("://") {
+        return Err(bad("must be host:port, without a scheme"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(bad("must be host:port"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad("must be host:port with a port 0..=65535"));
+    }
+    Ok(addr.to_string())
 }
 
 #[derive(Deserialize)]
@@ -202,6 +280,7 @@ impl Client {
     }
 
     /// A client of `FERRY_URL` (default [`DEFAULT_URL`]) with the token `FERRY_TOKEN`, if set and not
+    /// empty, and the wire address `FERRY_WIRE` ([`ClientBuilder::wire`], `host:port`), if set and not
     /// empty.
     ///
     /// # Errors
@@ -222,12 +301,21 @@ impl Client {
         if let Some(token) = var("FERRY_TOKEN")? {
             builder = builder.token(token);
         }
+        if let Some(addr) = var("FERRY_WIRE")? {
+            builder = builder.wire(addr);
+        }
         builder.build()
     }
 
     /// The base URL requests go to.
     pub fn url(&self) -> &str {
         self.http.base()
+    }
+
+    /// The wire address publishes and queue operations go to, if one was set
+    /// ([`ClientBuilder::wire`]).
+    pub fn wire_addr(&self) -> Option<&str> {
+        self.wire.as_deref().map(Wire::addr)
     }
 
     /// `GET /healthz`.
@@ -333,13 +421,24 @@ impl Client {
     }
 
     /// Publishes `records` in one request, without batching or lingering; answers with each record's
-    /// partition and offset, in order, once all are durable. Nothing is stored if any is refused.
+    /// partition and offset, in order, once all are durable. Nothing is stored if any is refused. With
+    /// a wire address, one PUBLISH frame on the wire connection.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a record the server would refuse (a header given twice);
-    /// [`Error::Api`]: `topic_not_found`, `record_too_large` / `partition_not_found` naming
-    /// `records[i]`, `body_too_large` (over 16 MiB).
+    /// [`Error::InvalidArgument`] for a record the server would refuse (a header given twice), and over
+    /// the wire for records over the server's frame limit (about 16 MiB; over HTTP the server answers
+    /// that); [`Error::Api`]: `topic_not_found`, `record_too_large` / `partition_not_found` naming
+    /// `records[i]`, `body_too_large` (over 16 MiB); [`Error::Transport`] or [`Error::Wire`] (stored
+    /// or not: unknown).
     pub async fn publish(&self, topic: &str, records: &[ProduceRecord]) -> Result<Vec<Produced>> {
+        if let Some(wire) = &self.wire {
+            let records = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| r.clone().into_wire().map_err(|e| at_index(e, i)))
+                .collect::<Result<Vec<_>>>()?;
+            return wire.publish(topic, records).await;
+        }
         let mut body = Vec::new();
         body.push(b'[');
         for (i, r) in records.iter().enumerate() {
@@ -382,7 +481,7 @@ impl Client {
     /// # Panics
     /// Outside a Tokio runtime (it spawns its task there).
     pub fn producer(&self) -> Producer {
-        Producer::new(self.http.clone(), ProducerConfig::default())
+        Producer::new(self.http.clone(), self.wire.clone(), ProducerConfig::default())
     }
 
     /// A producer with these settings.
@@ -390,7 +489,7 @@ impl Client {
     /// # Panics
     /// Outside a Tokio runtime (it spawns its task there).
     pub fn producer_with(&self, config: ProducerConfig) -> Producer {
-        Producer::new(self.http.clone(), config)
+        Producer::new(self.http.clone(), self.wire.clone(), config)
     }
 
     /// A consumer of `topic` in stream group `group`.
@@ -400,7 +499,7 @@ impl Client {
 
     /// A consumer of `topic` in queue group `group`.
     pub fn queue_consumer(&self, group: &str, topic: &str) -> QueueConsumer {
-        QueueConsumer::new(self.http.clone(), group, topic)
+        QueueConsumer::new(self.http.clone(), self.wire.clone(), group, topic)
     }
 
     /// Creates (or confirms) queue group `group` on `topic` (`PUT /v1/queues/{group}/topics/{topic}`);

@@ -1,10 +1,13 @@
-//! The batching producer (Kafka's model over HTTP).
+//! The batching producer (Kafka's model over HTTP or the wire protocol).
 //!
 //! [`Producer::send`] encodes the record, puts it in its topic's open batch and returns a
 //! [`DeliveryFuture`] at once; nothing waits for the network there. A batch is sealed when it reaches
 //! `max_batch_records` or `max_batch_bytes`, or `linger` after its first record, and then sent as one
-//! `POST /v1/topics/{topic}/records` with a JSON array. Up to `max_in_flight` batches (over all topics)
-//! are in flight at once; sealed batches wait their turn in the order they were sealed.
+//! `POST /v1/topics/{topic}/records` with a JSON array, or, when the client has a wire address
+//! ([`crate::ClientBuilder::wire`]), as one PUBLISH frame on the client's wire connection (records are
+//! then never JSON-encoded; batches in flight are pipelined on that one connection). Up to
+//! `max_in_flight` batches (over all topics) are in flight at once; sealed batches wait their turn in
+//! the order they were sealed.
 //!
 //! The contract:
 //! - A delivery resolves to the record's partition and offset only after the server answered, i.e. once
@@ -22,7 +25,8 @@
 //!   Dropping the last handle closes the producer: buffered records are still sent and their deliveries
 //!   still resolve, as long as the Tokio runtime runs. If the runtime stops first, pending deliveries
 //!   resolve to [`Error::Abandoned`].
-//! - Memory is bounded by `max_buffered_bytes` of encoded records not yet answered: past it,
+//! - Memory is bounded by `max_buffered_bytes` of encoded records (JSON text over HTTP, frame bytes
+//!   over the wire) not yet answered: past it,
 //!   [`Producer::send`] fails at once with [`Error::BufferFull`] and [`Producer::enqueue`] waits for room.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -39,7 +43,8 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::http::Http;
 use crate::publish_body;
-use crate::record::{ProduceRecord, Produced};
+use crate::record::{self, ProduceRecord, Produced};
+use crate::wire::Wire;
 
 /// Largest request body the server accepts.
 const SERVER_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -105,10 +110,29 @@ impl ProducerConfig {
     }
 }
 
+/// A record encoded for the producer's transport.
+#[derive(Debug)]
+enum Encoded {
+    /// One JSON object of a publish body.
+    Json(Vec<u8>),
+    /// One record of a PUBLISH frame, and the bytes it takes there.
+    Wire(ferry_wire::PublishRecord, usize),
+}
+
+impl Encoded {
+    /// Bytes of the record in the request; counted against the batch and buffer limits.
+    fn len(&self) -> usize {
+        match self {
+            Self::Json(json) => json.len(),
+            Self::Wire(_, len) => *len,
+        }
+    }
+}
+
 /// A record waiting for its answer.
 #[derive(Debug)]
 struct Pending {
-    encoded: Vec<u8>,
+    encoded: Encoded,
     tx: oneshot::Sender<Result<Produced>>,
 }
 
@@ -212,6 +236,8 @@ impl State {
 #[derive(Debug)]
 struct Shared {
     http: Arc<Http>,
+    /// Batches go here instead of HTTP when set.
+    wire: Option<Arc<Wire>>,
     config: ProducerConfig,
     state: Mutex<State>,
     /// Wakes the dispatcher (a permit is kept if it is busy, so no wake-up is lost).
@@ -254,7 +280,18 @@ impl Shared {
         len.clamp(1, self.config.max_buffered_bytes) as u32
     }
 
-    fn push(&self, topic: &str, encoded: Vec<u8>, permit: OwnedSemaphorePermit) -> DeliveryFuture {
+    /// The record encoded for this producer's transport.
+    fn encode(&self, record: ProduceRecord) -> Result<Encoded> {
+        if self.wire.is_some() {
+            let record = record.into_wire()?;
+            let len = record::wire_len(&record);
+            Ok(Encoded::Wire(record, len))
+        } else {
+            record.encode().map(Encoded::Json)
+        }
+    }
+
+    fn push(&self, topic: &str, encoded: Encoded, permit: OwnedSemaphorePermit) -> DeliveryFuture {
         let (tx, rx) = oneshot::channel();
         let mut state = lock(&self.state);
         if state.closed {
@@ -292,9 +329,10 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(http: Arc<Http>, config: ProducerConfig) -> Self {
+    pub(crate) fn new(http: Arc<Http>, wire: Option<Arc<Wire>>, config: ProducerConfig) -> Self {
         let shared = Arc::new(Shared {
             http,
+            wire,
             buffer: Arc::new(Semaphore::new(config.max_buffered_bytes)),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
@@ -318,10 +356,10 @@ impl Producer {
     /// - at once, without sending: [`Error::InvalidArgument`] (a header name given twice),
     ///   [`Error::BufferFull`], [`Error::Closed`];
     /// - with its batch: [`Error::Api`] (`topic_not_found`, `record_too_large`, ...),
-    ///   [`Error::Transport`] (stored or not: unknown), [`Error::Abandoned`].
+    ///   [`Error::Transport`] or [`Error::Wire`] (stored or not: unknown), [`Error::Abandoned`].
     pub fn send(&self, topic: &str, record: ProduceRecord) -> DeliveryFuture {
         let shared = &self.handle.shared;
-        let encoded = match record.encode() {
+        let encoded = match shared.encode(record) {
             Ok(e) => e,
             Err(e) => return DeliveryFuture::failed(e),
         };
@@ -339,7 +377,7 @@ impl Producer {
     /// [`Error::BufferFull`]: backpressure for a sender faster than the server.
     pub async fn enqueue(&self, topic: &str, record: ProduceRecord) -> DeliveryFuture {
         let shared = &self.handle.shared;
-        let encoded = match record.encode() {
+        let encoded = match shared.encode(record) {
             Ok(e) => e,
             Err(e) => return DeliveryFuture::failed(e),
         };
@@ -437,19 +475,37 @@ async fn send_batch(shared: Arc<Shared>, topic: String, batch: Batch, _in_flight
         permit,
         ..
     } = batch;
-    let mut body = Vec::with_capacity(bytes + 1);
-    body.push(b'[');
-    let mut senders = Vec::with_capacity(records.len());
-    for (i, record) in records.into_iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(&record.encoded);
-        senders.push(record.tx);
-    }
-    body.push(b']');
+    let (senders, encoded): (Vec<_>, Vec<_>) = records.into_iter().map(|p| (p.tx, p.encoded)).unzip();
     let n = senders.len();
-    match publish_body(&shared.http, &topic, body.into(), n).await {
+    // `Shared::encode` encodes every record for the producer's one transport, so the other kind never
+    // shows up below.
+    let outcome = match &shared.wire {
+        Some(wire) => {
+            let records = encoded
+                .into_iter()
+                .filter_map(|e| match e {
+                    Encoded::Wire(record, _) => Some(record),
+                    Encoded::Json(_) => None,
+                })
+                .collect();
+            wire.publish(&topic, records).await
+        }
+        None => {
+            let mut body = Vec::with_capacity(bytes + 1);
+            body.push(b'[');
+            for (i, e) in encoded.iter().enumerate() {
+                if let Encoded::Json(json) = e {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(json);
+                }
+            }
+            body.push(b']');
+            publish_body(&shared.http, &topic, body.into(), n).await
+        }
+    };
+    match outcome {
         Ok(offsets) => {
             for (tx, at) in senders.into_iter().zip(offsets) {
                 let _ = tx.send(Ok(at));

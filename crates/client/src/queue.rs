@@ -5,17 +5,23 @@
 //! after a delay) or an expired lease makes it available again with its delivery count raised; past the
 //! group's `max_deliveries` the server moves it to the dead-letter topic. [`QueueConsumer::extend`]
 //! renews leases of records that take long to process.
+//!
+//! With a wire address ([`crate::ClientBuilder::wire`]), receive, ack, nack and extend go over the
+//! client's wire connection (RECEIVE, ACK, NACK, EXTEND frames) instead of HTTP, with the same results
+//! and the same errors; [`QueueConsumer::create`] and [`QueueConsumer::info`] stay on HTTP.
 
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_wire::{Request, Response};
 use serde::Serialize;
 
 use crate::admin::{QueueConfig, QueueInfo};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::http::{Http, Verb, path};
 use crate::record::{self, AsRecordId, Record, RecordId};
+use crate::wire::{self, Wire};
 
 /// A leased record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +51,7 @@ impl AsRecordId for Delivery {
 #[derive(Debug, Clone)]
 pub struct QueueConsumer {
     http: Arc<Http>,
+    wire: Option<Arc<Wire>>,
     group: String,
     topic: String,
 }
@@ -55,6 +62,14 @@ struct ReceiveBody {
     max_wait_ms: u128,
     #[serde(skip_serializing_if = "Option::is_none")]
     visibility_timeout_ms: Option<u128>,
+}
+
+/// What [`QueueConsumer::settle`] does with records.
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Ack,
+    Nack(Duration),
+    Extend(Duration),
 }
 
 #[derive(Serialize)]
@@ -71,14 +86,33 @@ pub(crate) fn queue_path(group: &str, topic: &str, tail: &str) -> Result<String>
     path(&["/v1/queues/", group, "/topics/", topic, tail])
 }
 
+/// A leased record of a RECORDS answer. Keys, header values and values are the stored bytes, as the
+/// HTTP path gives them after undoing its JSON, base64 or text rendering (see [`crate::Record`]).
+fn from_wire(topic: &str, d: ferry_wire::Delivery) -> Delivery {
+    Delivery {
+        record: Record {
+            topic: topic.to_string(),
+            partition: d.partition,
+            offset: d.offset,
+            timestamp: d.timestamp,
+            key: d.key,
+            headers: d.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+            value: d.value,
+        },
+        delivery_count: d.deliveries,
+        lease_expires_ms: d.lease_expires_ms,
+    }
+}
+
 fn ids<R: AsRecordId>(records: &[R]) -> Vec<RecordId> {
     records.iter().map(AsRecordId::record_id).collect()
 }
 
 impl QueueConsumer {
-    pub(crate) fn new(http: Arc<Http>, group: &str, topic: &str) -> Self {
+    pub(crate) fn new(http: Arc<Http>, wire: Option<Arc<Wire>>, group: &str, topic: &str) -> Self {
         Self {
             http,
+            wire,
             group: group.into(),
             topic: topic.into(),
         }
@@ -118,13 +152,19 @@ impl QueueConsumer {
     /// leases. A receive on a group that does not exist creates it with the server's defaults.
     ///
     /// # Errors
-    /// [`crate::Error::Api`]: `topic_not_found`, `out_of_range` for a limit.
+    /// [`crate::Error::Api`]: `topic_not_found`, `out_of_range` for a limit. Over the wire, a
+    /// `visibility` under 1 ms is refused by the client ([`crate::Error::InvalidArgument`] naming
+    /// `visibility_timeout_ms`) rather than by the server, since the wire protocol's 0 means the
+    /// group's timeout.
     pub async fn receive(
         &self,
         max_records: usize,
         max_wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<Vec<Delivery>> {
+        if let Some(wire) = &self.wire {
+            return self.receive_wire(wire, max_records, max_wait, visibility).await;
+        }
         let body = ReceiveBody {
             max_records,
             max_wait_ms: max_wait.as_millis(),
@@ -153,10 +193,92 @@ impl QueueConsumer {
             .collect()
     }
 
-    async fn post_records(&self, tail: &str, body: RecordsBody) -> Result<()> {
-        if body.records.is_empty() {
+    async fn receive_wire(
+        &self,
+        wire: &Wire,
+        max_records: usize,
+        max_wait: Duration,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<Delivery>> {
+        let visibility_ms = match visibility.map(wire::millis) {
+            None => 0,
+            Some(0) => {
+                return Err(Error::invalid("visibility_timeout_ms", "must be at least 1 ms"));
+            }
+            Some(ms) => ms,
+        };
+        let request = Request::Receive {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            max_records: wire::count(max_records),
+            max_wait_ms: wire::millis(max_wait),
+            visibility_ms,
+        };
+        match wire.request(&request, max_wait).await? {
+            Response::Records { records } => {
+                Ok(records.into_iter().map(|d| from_wire(&self.topic, d)).collect())
+            }
+            other => Err(wire.unexpected("RECEIVE", &other)),
+        }
+    }
+
+    /// Acks, nacks or extends `records` over the client's transport.
+    async fn settle<R: AsRecordId>(&self, records: &[R], op: Settle) -> Result<()> {
+        if records.is_empty() {
             return Ok(());
         }
+        if let Some(wire) = &self.wire {
+            let (group, topic) = (self.group.clone(), self.topic.clone());
+            let records = records
+                .iter()
+                .map(|r| {
+                    let id = r.record_id();
+                    (id.partition, id.offset)
+                })
+                .collect();
+            let (name, request) = match op {
+                Settle::Ack => (
+                    "ACK",
+                    Request::Ack {
+                        group,
+                        topic,
+                        records,
+                    },
+                ),
+                Settle::Nack(delay) => (
+                    "NACK",
+                    Request::Nack {
+                        group,
+                        topic,
+                        records,
+                        delay_ms: wire::millis(delay),
+                    },
+                ),
+                Settle::Extend(visibility) => (
+                    "EXTEND",
+                    Request::Extend {
+                        group,
+                        topic,
+                        records,
+                        visibility_ms: wire::millis(visibility),
+                    },
+                ),
+            };
+            return match wire.request(&request, Duration::ZERO).await? {
+                Response::Done => Ok(()),
+                other => Err(wire.unexpected(name, &other)),
+            };
+        }
+        let (tail, delay_ms, visibility_timeout_ms) = match op {
+            Settle::Ack => ("/ack", None, None),
+            Settle::Nack(delay) => ("/nack", Some(delay.as_millis()), None),
+            Settle::Extend(visibility) => ("/extend", None, Some(visibility.as_millis())),
+        };
+        let body = RecordsBody {
+            records: ids(records),
+            delay_ms,
+            visibility_timeout_ms,
+        };
         self.http
             .send_empty(
                 Verb::Post,
@@ -173,12 +295,7 @@ impl QueueConsumer {
     /// (its lease ran out, or it was acked already): then nothing changed, for any of `records`; 404
     /// `group_not_found`.
     pub async fn ack<R: AsRecordId>(&self, records: &[R]) -> Result<()> {
-        let body = RecordsBody {
-            records: ids(records),
-            delay_ms: None,
-            visibility_timeout_ms: None,
-        };
-        self.post_records("/ack", body).await
+        self.settle(records, Settle::Ack).await
     }
 
     /// Gives `records` back: available again after `delay` (zero: at once; up to 12 h). Their next
@@ -187,12 +304,7 @@ impl QueueConsumer {
     /// # Errors
     /// As [`QueueConsumer::ack`].
     pub async fn nack<R: AsRecordId>(&self, records: &[R], delay: Duration) -> Result<()> {
-        let body = RecordsBody {
-            records: ids(records),
-            delay_ms: Some(delay.as_millis()),
-            visibility_timeout_ms: None,
-        };
-        self.post_records("/nack", body).await
+        self.settle(records, Settle::Nack(delay)).await
     }
 
     /// Renews the leases of `records` for `visibility` from now.
@@ -200,11 +312,6 @@ impl QueueConsumer {
     /// # Errors
     /// As [`QueueConsumer::ack`].
     pub async fn extend<R: AsRecordId>(&self, records: &[R], visibility: Duration) -> Result<()> {
-        let body = RecordsBody {
-            records: ids(records),
-            delay_ms: None,
-            visibility_timeout_ms: Some(visibility.as_millis()),
-        };
-        self.post_records("/extend", body).await
+        self.settle(records, Settle::Extend(visibility)).await
     }
 }

@@ -18,6 +18,14 @@
 //! stored value that is UTF-8 but not JSON, which only other writers than the API produce) is that text,
 //! and a `value_base64` field is decoded. Keys (`key` / `key_base64`) and headers (a string or
 //! `{"base64": ...}`) likewise.
+//!
+//! # Over the wire protocol
+//! With [`crate::ClientBuilder::wire`], records travel as bytes: a published key and header values as
+//! their UTF-8 bytes, the value as its JSON text, exactly as the API stores them from JSON; a received
+//! record holds the stored bytes as they are. So a record reads the same over both transports, with
+//! one exception: a stored value that is one JSON document with whitespace around it (only other
+//! writers than the HTTP API store such values) comes over HTTP without that whitespace, and over the
+//! wire with it.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -236,15 +244,9 @@ impl ProduceRecord {
             push_str(&mut out, key);
         }
         if !self.headers.is_empty() {
-            let mut seen = HashSet::new();
+            check_headers(&self.headers)?;
             out.extend_from_slice(b",\"headers\":{");
             for (i, (name, value)) in self.headers.iter().enumerate() {
-                if !seen.insert(name.as_str()) {
-                    return Err(Error::invalid(
-                        "headers",
-                        format!("header `{name}` is given twice"),
-                    ));
-                }
                 if i > 0 {
                     out.push(b',');
                 }
@@ -263,6 +265,62 @@ impl ProduceRecord {
         out.push(b'}');
         Ok(out)
     }
+}
+
+impl ProduceRecord {
+    /// The record as one record of a wire PUBLISH: key and header values as their UTF-8 bytes, the
+    /// value as the JSON text's bytes (no copy of the value).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a header name given twice, as [`ProduceRecord::encode`].
+    pub(crate) fn into_wire(self) -> Result<ferry_wire::PublishRecord> {
+        check_headers(&self.headers)?;
+        Ok(ferry_wire::PublishRecord {
+            key: self.key.map(Bytes::from),
+            partition: self.partition,
+            timestamp: self.timestamp,
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(key, value)| ferry_wire::Header {
+                    key,
+                    value: Bytes::from(value),
+                })
+                .collect(),
+            value: self.value,
+        })
+    }
+}
+
+/// The bytes `record` takes in a PUBLISH frame: what the producer counts against its batch and buffer
+/// limits on the wire path.
+pub(crate) fn wire_len(record: &ferry_wire::PublishRecord) -> usize {
+    1 + record.key.as_ref().map_or(0, |k| 4 + k.len())
+        + record.partition.map_or(0, |_| 4)
+        + record.timestamp.map_or(0, |_| 8)
+        + 2
+        + record
+            .headers
+            .iter()
+            .map(|h| 2 + h.key.len() + 4 + h.value.len())
+            .sum::<usize>()
+        + 4
+        + record.value.len()
+}
+
+/// The server refuses a request with a header name given twice; refusing it here fails one record
+/// instead of its whole batch.
+fn check_headers(headers: &[(String, String)]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for (name, _) in headers {
+        if !seen.insert(name.as_str()) {
+            return Err(Error::invalid(
+                "headers",
+                format!("header `{name}` is given twice"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_ws(b: u8) -> bool {

@@ -3,6 +3,7 @@
 //! ```toml
 //! [server]
 //! listen = "127.0.0.1:5555"     # FERRY_LISTEN, --listen
+//! wire_listen = "127.0.0.1:5556"  # FERRY_WIRE_LISTEN, --wire-listen: the binary protocol (default off)
 //! data_dir = "ferry-data"       # FERRY_DATA_DIR, --data-dir
 //! tokens_file = "/run/secrets/ferry-tokens"            # FERRY_TOKENS or FERRY_TOKENS_FILE
 //! read_tokens_file = "/run/secrets/ferry-read-tokens"  # FERRY_READ_TOKENS or FERRY_READ_TOKENS_FILE
@@ -94,6 +95,8 @@ impl EngineConfig {
 pub struct ServerConfig {
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// Where the wire protocol (`docs/protocol.md`) listens; none: it is off.
+    pub wire_listen: Option<SocketAddr>,
     /// Data directory (topics, metadata), created if missing.
     pub data_dir: PathBuf,
     /// File of read-write bearer tokens, one per line (tokens themselves never go in this file).
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5555)),
+            wire_listen: None,
             data_dir: PathBuf::from("ferry-data"),
             tokens_file: None,
             read_tokens_file: None,

@@ -53,7 +53,7 @@ enum Command {
     /// Send events from a JSON file to an HTTP endpoint at an interval (the seed's propagator).
     Propagate(cli::propagate::PropagateArgs),
     /// Benchmark ferry against NATS JetStream and RabbitMQ side by side (docs/benchmarks.md).
-    Bench(cli::bench::BenchArgs),
+    Bench(Box<cli::bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Dlq(args) => cli::dlq::run(args),
         Command::Propagate(args) => cli::propagate::run(args),
-        Command::Bench(args) => cli::bench::run(args),
+        Command::Bench(args) => cli::bench::run(*args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,7 +76,8 @@ fn bench_measures_every_peer_and_writes_its_report() {
     };
     for class in ["background", "on_disk"] {
         assert_eq!(cells("ferry (embedded)", class), 3, "{class}");
-        assert_eq!(cells("ferry (server", class), 3, "{class}");
+        assert_eq!(cells("ferry (server, HTTP)", class), 3, "{class}");
+        assert_eq!(cells("ferry (server, wire)", class), 3, "{class}");
         if rabbit {
             assert_eq!(cells("RabbitMQ", class), 3, "{class}: {stdout}");
         }
@@ -106,10 +107,10 @@ fn bench_measures_every_peer_and_writes_its_report() {
     let ratios = report["ratios"].as_array().unwrap();
     if nats {
         assert!(
-            ratios.iter().any(|l| l
+            ["HTTP", "wire"].iter().all(|way| ratios.iter().any(|l| l
                 .as_str()
                 .unwrap()
-                .starts_with("ferry (server, HTTP) / NATS JetStream")),
+                .starts_with(&format!("ferry (server, {way}) / NATS JetStream")))),
             "{ratios:?}"
         );
     }

@@ -209,6 +209,21 @@ impl Tokens {
             return Ok(None);
         }
         let presented = header.and_then(bearer).ok_or(ApiError::MissingToken)?;
+        self.access_token(presented)
+    }
+
+    /// What a presented token allows, `None` when no token is configured (the wire protocol's HELLO
+    /// carries the token itself; an empty one is missing).
+    ///
+    /// # Errors
+    /// [`ApiError::MissingToken`], [`ApiError::InvalidToken`].
+    pub(crate) fn access_token(&self, presented: &[u8]) -> Result<Option<Access>, ApiError> {
+        if !self.is_enabled() {
+            return Ok(None);
+        }
+        if presented.is_empty() {
+            return Err(ApiError::MissingToken);
+        }
         let any = |tokens: &[Box<[u8]>]| {
             tokens
                 .iter()

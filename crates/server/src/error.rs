@@ -132,7 +132,7 @@ impl ApiError {
     }
 
     /// Status, stable code and field. The only place where an error gets its status.
-    fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
         use StatusCode as S;
         match self {
             Self::MalformedJson { .. } => (S::BAD_REQUEST, "malformed_json", None),

@@ -58,6 +58,7 @@ mod metrics;
 mod openapi;
 mod records;
 mod state;
+mod wire;
 
 use std::future::Future;
 use std::io;
@@ -179,6 +180,37 @@ pub async fn serve_with<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_listeners(broker, listener, None, options, shutdown).await
+}
+
+/// [`serve_with`], and the wire protocol (`docs/protocol.md`) on `wire`: publish and queue groups over
+/// framed binary TCP, behind the same tokens, on the same broker or engine; shut down with the HTTP API.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve_with_wire<F>(
+    broker: Broker,
+    listener: TcpListener,
+    wire: TcpListener,
+    options: ServerOptions,
+    shutdown: F,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    serve_listeners(broker, listener, Some(wire), options, shutdown).await
+}
+
+async fn serve_listeners<F>(
+    broker: Broker,
+    listener: TcpListener,
+    wire: Option<TcpListener>,
+    options: ServerOptions,
+    shutdown: F,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     if options.tokens.is_enabled() {
         tracing::info!(
             read_write = options.tokens.read_write_count(),
@@ -189,14 +221,23 @@ where
     let (state, mut gone) = AppState::new(broker.clone(), options.metrics, options.engine.clone());
     let token = state.shutdown().clone();
     let tasks = state.tasks().clone();
+    let wire =
+        wire.map(|wire| tokio::spawn(wire::serve(wire, state.clone(), Arc::new(options.tokens.clone()))));
     let app = app(state, options.tokens, options.routes);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             token.cancel();
         })
-        .await?;
+        .await;
+    if let Some(wire) = wire {
+        // It stops with the same token; a panic in it is the only error, and its connections are gone.
+        if let Err(e) = wire.await {
+            tracing::error!(error = %e, "the wire protocol's listener failed");
+        }
+    }
+    served?;
     // No request is running any more; broker operations they detached may still be.
     tasks.close();
     tasks.wait().await;

@@ -1,5 +1,6 @@
 //! A ferry server over loopback, in a process of its own (`ferry up`), driven with `ferry-client`: its
-//! batching producer and its queue consumer, as an application would.
+//! batching producer and its queue consumer, as an application would; over HTTP, or over the wire
+//! protocol (`docs/protocol.md`) with each producer and consumer on a connection of its own.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -20,6 +21,9 @@ const GROUP: &str = "bench";
 #[derive(Debug)]
 pub struct ServerPeer {
     client: Client,
+    /// Where the wire protocol listens, when producers and consumers use it instead of HTTP.
+    wire: Option<String>,
+    url: String,
     durability: Durability,
     child: Option<tokio::process::Child>,
     _dir: Option<tempfile::TempDir>,
@@ -30,41 +34,75 @@ impl ServerPeer {
     ///
     /// # Errors
     /// The server does not start or does not say where it listens.
-    pub async fn start(ferry: &Path, parent: &Path, durability: Durability) -> anyhow::Result<Self> {
+    /// With `wire`, the server also serves the wire protocol, and producers and consumers use it.
+    pub async fn start(
+        ferry: &Path,
+        parent: &Path,
+        durability: Durability,
+        wire: bool,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("ferry-bench-server-")
             .tempdir_in(parent)
             .with_context(|| format!("a directory under {}", parent.display()))?;
         let config = dir.path().join("ferry.toml");
         let data = dir.path().join("data");
-        std::fs::write(&config, format!("[server]\ndata_dir = \"{}\"\n", data.display()))?;
-        let (child, url) = spawn_up(ferry, &config, dir.path()).await?;
-        let mut peer = Self::connect(&url, durability)?;
+        let mut toml = format!("[server]\ndata_dir = \"{}\"\n", data.display());
+        if wire {
+            toml.push_str("wire_listen = \"127.0.0.1:0\"\n");
+        }
+        std::fs::write(&config, toml)?;
+        let (child, listening) = spawn_up(ferry, &config, dir.path()).await?;
+        let mut peer = Self::connect(&listening.url, listening.wire.as_deref(), durability)?;
         peer.child = Some(child);
         peer._dir = Some(dir);
         Ok(peer)
     }
 
-    /// A ferry server running at `url`.
+    /// A ferry server running at `url`, its producers and consumers on the wire protocol at `wire` if
+    /// given.
     ///
     /// # Errors
     /// A bad URL.
-    pub fn connect(url: &str, durability: Durability) -> anyhow::Result<Self> {
-        let mut builder = Client::builder().url(url);
-        if let Ok(token) = std::env::var("FERRY_TOKEN") {
-            builder = builder.token(token);
-        }
+    pub fn connect(url: &str, wire: Option<&str>, durability: Durability) -> anyhow::Result<Self> {
         Ok(Self {
-            client: builder.build()?,
+            client: client(url, None)?,
+            wire: wire.map(str::to_owned),
+            url: url.to_owned(),
             durability,
             child: None,
             _dir: None,
         })
     }
+
+    /// A client of its own (and so a connection of its own) for one producer or consumer.
+    fn own_client(&self) -> anyhow::Result<Client> {
+        client(&self.url, self.wire.as_deref())
+    }
+}
+
+fn client(url: &str, wire: Option<&str>) -> anyhow::Result<Client> {
+    let mut builder = Client::builder().url(url);
+    if let Ok(token) = std::env::var("FERRY_TOKEN") {
+        builder = builder.token(token);
+    }
+    if let Some(wire) = wire {
+        builder = builder.wire(wire);
+    }
+    Ok(builder.build()?)
+}
+
+/// Where a started `ferry up` listens.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// The HTTP API's URL.
+    pub url: String,
+    /// The wire protocol's address, when it is on.
+    pub wire: Option<String>,
 }
 
 /// Starts `ferry up --config config` in `cwd` on a free loopback port (no tokens, warnings only); the
-/// process and the URL it listens on. The process is killed when the handle is dropped.
+/// process and where it listens. The process is killed when the handle is dropped.
 ///
 /// # Errors
 /// It does not start or does not say where it listens.
@@ -72,7 +110,7 @@ pub async fn spawn_up(
     ferry: &Path,
     config: &Path,
     cwd: &Path,
-) -> anyhow::Result<(tokio::process::Child, String)> {
+) -> anyhow::Result<(tokio::process::Child, Listening)> {
     let mut child = tokio::process::Command::new(ferry)
         .args(["up", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
@@ -98,12 +136,20 @@ pub async fn spawn_up(
     let Some(url) = v["listening"].as_str() else {
         bail!("ferry up printed no `listening`: {line}");
     };
-    Ok((child, url.to_owned()))
+    let listening = Listening {
+        url: url.to_owned(),
+        wire: v["wire"].as_str().map(str::to_owned),
+    };
+    Ok((child, listening))
 }
 
 impl Peer for ServerPeer {
     fn name(&self) -> String {
-        "ferry (server, HTTP)".into()
+        if self.wire.is_some() {
+            "ferry (server, wire)".into()
+        } else {
+            "ferry (server, HTTP)".into()
+        }
     }
 
     fn durability(&self) -> Durability {
@@ -153,7 +199,7 @@ impl Peer for ServerPeer {
         Box::pin(async move {
             let config = ProducerConfig::default().linger(Duration::from_millis(1));
             let p: Box<dyn Producer> = Box::new(ServerProducer {
-                producer: self.client.producer_with(config),
+                producer: self.own_client()?.producer_with(config),
                 topic: name.to_owned(),
             });
             Ok(p)
@@ -163,7 +209,7 @@ impl Peer for ServerPeer {
     fn consumer<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<Box<dyn Consumer>>> {
         Box::pin(async move {
             let c: Box<dyn Consumer> = Box::new(ServerConsumer {
-                queue: self.client.queue_consumer(GROUP, name),
+                queue: self.own_client()?.queue_consumer(GROUP, name),
             });
             Ok(c)
         })

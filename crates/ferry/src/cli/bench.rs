@@ -19,6 +19,8 @@ pub enum PeerKind {
     Embedded,
     /// A ferry server (`ferry up`) over loopback HTTP.
     Server,
+    /// A ferry server (`ferry up`) over the wire protocol on loopback.
+    Wire,
     /// NATS JetStream.
     Nats,
     /// RabbitMQ.
@@ -96,6 +98,9 @@ pub struct BenchArgs {
     /// Use this ferry server instead of starting one.
     #[arg(long, value_name = "URL")]
     server_url: Option<String>,
+    /// The wire protocol's address of the server at --server-url (for `--peers wire`).
+    #[arg(long, value_name = "ADDR", requires = "server_url")]
+    server_wire: Option<String>,
     /// Also measure HTTP ingest: serve this configuration (e.g. examples/scream.toml) with `ferry up`
     /// and send one message per request to its `http` source from many clients at once.
     #[arg(long, value_name = "FILE")]
@@ -142,13 +147,23 @@ fn or<T: Clone>(given: &[T], default: &[T]) -> Vec<T> {
 async fn start(kind: PeerKind, durability: Durability, args: &BenchArgs) -> Result<Option<Arc<dyn Peer>>> {
     let peer: Arc<dyn Peer> = match kind {
         PeerKind::Embedded => Arc::new(EmbeddedPeer::open(&args.dir, durability)?),
-        PeerKind::Server => match &args.server_url {
-            Some(url) => Arc::new(ServerPeer::connect(url, durability)?),
-            None => {
-                let ferry = std::env::current_exe().context("the path of this ferry binary")?;
-                Arc::new(ServerPeer::start(&ferry, &args.dir, durability).await?)
+        PeerKind::Server | PeerKind::Wire => {
+            let wire = kind == PeerKind::Wire;
+            match &args.server_url {
+                Some(url) => {
+                    let at = match (&args.server_wire, wire) {
+                        (Some(at), true) => Some(at.as_str()),
+                        (None, true) => anyhow::bail!("--peers wire with --server-url needs --server-wire"),
+                        (_, false) => None,
+                    };
+                    Arc::new(ServerPeer::connect(url, at, durability)?)
+                }
+                None => {
+                    let ferry = std::env::current_exe().context("the path of this ferry binary")?;
+                    Arc::new(ServerPeer::start(&ferry, &args.dir, durability, wire).await?)
+                }
             }
-        },
+        }
         PeerKind::Nats => match &args.nats_url {
             Some(url) => Arc::new(NatsPeer::connect(url, durability).await?),
             None => match NatsPeer::start(durability).await? {
@@ -172,6 +187,7 @@ fn label(kind: PeerKind) -> &'static str {
     match kind {
         PeerKind::Embedded => "ferry (embedded)",
         PeerKind::Server => "ferry (server, HTTP)",
+        PeerKind::Wire => "ferry (server, wire)",
         PeerKind::Nats => "NATS JetStream",
         PeerKind::Rabbitmq => "RabbitMQ",
     }
@@ -184,6 +200,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
         &[
             PeerKind::Embedded,
             PeerKind::Server,
+            PeerKind::Wire,
             PeerKind::Nats,
             PeerKind::Rabbitmq,
         ],
@@ -332,13 +349,12 @@ async fn bench(args: BenchArgs) -> Result<()> {
     };
     progress.finish_and_clear();
     report::order(&mut rows);
-    let mut ratios = report::ratios(&rows, "ferry (server, HTTP)");
-    ratios.extend(report::ratios(&rows, "ferry (embedded)"));
+    let ferries = ["ferry (server, wire)", "ferry (server, HTTP)", "ferry (embedded)"];
+    let ratios: Vec<_> = ferries.iter().flat_map(|f| report::ratios(&rows, f)).collect();
     let table = report::markdown(&rows);
     println!("{table}");
     // One line per system, class and shape: ferry (the server, as the others are servers) over it.
-    let mut summary = report::summary(&rows, "ferry (server, HTTP)");
-    summary.extend(report::summary(&rows, "ferry (embedded)"));
+    let summary: Vec<String> = ferries.iter().flat_map(|f| report::summary(&rows, f)).collect();
     for line in &summary {
         println!("{line}");
     }

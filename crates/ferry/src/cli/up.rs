@@ -31,12 +31,17 @@ pub struct UpArgs {
     /// HTTP listen address; port 0 picks a free one [default: 127.0.0.1:5555, or `server.listen`].
     #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Also serve the wire protocol (framed binary over TCP, `docs/protocol.md`) here; port 0 picks a
+    /// free one [default: off, or `server.wire_listen`].
+    #[arg(long, env = "FERRY_WIRE_LISTEN", value_name = "ADDR")]
+    wire_listen: Option<SocketAddr>,
 }
 
 /// Runs the server until a signal asks it to stop, then shuts down gracefully: no new connections,
 /// requests in flight (accepted appends) finish, the logs are closed.
 ///
-/// Prints one JSON line on stdout once it listens: `{"listening": URL, "data_dir": DIR, "pipelines": [..]}`.
+/// Prints one JSON line on stdout once it listens: `{"listening": URL, "data_dir": DIR, "engine",
+/// "pipelines": [..]}`, with `"wire": "HOST:PORT"` when the wire protocol is on.
 ///
 /// # Errors
 /// A bad configuration, an unusable data directory, an address that cannot be bound.
@@ -47,6 +52,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let data_dir = args.data_dir.unwrap_or(config.server.data_dir.clone());
     let listen = args.listen.unwrap_or(config.server.listen);
+    let wire_listen = args.wire_listen.or(config.server.wire_listen);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry")
@@ -107,21 +113,35 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--listen {listen}: cannot listen"))?;
         let addr = listener.local_addr()?;
-        let line = serde_json::json!({
+        let wire = match wire_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("--wire-listen {at}: cannot listen"))?,
+            ),
+            None => None,
+        };
+        let mut line = serde_json::json!({
             "listening": format!("http://{addr}"),
             "data_dir": data_dir.display().to_string(),
             "engine": config.engine.name(),
             "pipelines": config.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
         });
+        if let Some(wire) = &wire {
+            line["wire"] = wire.local_addr()?.to_string().into();
+        }
         println!("{line}");
         tracing::info!(%addr, data_dir = %data_dir.display(), ?stages, "ferry is up");
         let mut signals = Shutdown::listen();
         // Pipelines stop first (their records in flight are acked or given back), then the server.
-        ferry_server::serve_with(broker, listener, options, async move {
+        let stop = async move {
             signals.recv().await;
             running.stop().await;
-        })
-        .await?;
+        };
+        match wire {
+            Some(wire) => ferry_server::serve_with_wire(broker, listener, wire, options, stop).await?,
+            None => ferry_server::serve_with(broker, listener, options, stop).await?,
+        }
         Ok(())
     })
 }

@@ -1,9 +1,9 @@
 //! The routes of the API and their handlers, one module per resource.
 
 mod groups;
-mod on_engine;
-mod queues;
-mod records;
+pub(crate) mod on_engine;
+pub(crate) mod queues;
+pub(crate) mod records;
 mod subscriptions;
 mod topics;
 

@@ -275,7 +275,7 @@ pub(super) async fn receive(
 
 /// What `settle` does to the records.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Settle {
+pub(crate) enum Settle {
     Ack,
     Nack(Duration),
     Extend(Duration),

@@ -34,7 +34,6 @@
 //!   goes away never leaves a receive half done (its records come back when their lease ends) and a
 //!   shutdown never waits for a client's `max_wait_ms`.
 
-use std::future::Future;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -42,7 +41,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ferry_broker::{Broker, BrokerError, QueueConfig, QueueInfo, ReceiveOptions};
+use ferry_broker::{BrokerError, Leased, QueueConfig, QueueInfo, ReceiveOptions};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -55,11 +54,11 @@ use crate::records::{RecordOut, RecordSchema};
 use crate::state::AppState;
 
 /// Most records one receive may lease.
-pub(super) const MAX_RECEIVE: u64 = 1000;
+pub(crate) const MAX_RECEIVE: u64 = 1000;
 /// Records a receive leases when it does not say.
-pub(super) const DEFAULT_RECEIVE: u64 = 10;
+pub(crate) const DEFAULT_RECEIVE: u64 = 10;
 /// Longest lease and longest nack delay: 12 h, the bound of a group's `visibility_timeout_ms` (and SQS's).
-pub(super) const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
+pub(crate) const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
 
 /// `PUT /v1/queues/{group}/topics/{topic}` with a `QueueConfig`: 201 and the group when created, 200 when
 /// it existed with these settings.
@@ -146,7 +145,7 @@ struct ReceiveBody {
 }
 
 /// `value` when it lies in `range`, else 422 `out_of_range` naming `field`.
-fn in_range(field: &str, value: u64, range: RangeInclusive<u64>) -> Result<u64, ApiError> {
+pub(crate) fn in_range(field: &str, value: u64, range: RangeInclusive<u64>) -> Result<u64, ApiError> {
     if range.contains(&value) {
         Ok(value)
     } else {
@@ -218,39 +217,59 @@ pub(super) async fn receive(
         .visibility_timeout_ms
         .map(|v| in_range("visibility_timeout_ms", v, 1..=MAX_VISIBILITY_MS))
         .transpose()?;
+    let leased = receive_records(
+        &state,
+        group,
+        topic.clone(),
+        max_records as usize,
+        Duration::from_millis(max_wait_ms),
+        visibility.map(Duration::from_millis),
+    )
+    .await?;
+    let records = leased
+        .iter()
+        .map(|l| LeasedOut {
+            record: RecordOut {
+                topic: &topic,
+                record: &l.record,
+            },
+            delivery_count: l.deliveries,
+            lease_expires_ms: l.lease_expires_ms,
+        })
+        .collect();
+    Ok(Json(Received { records }).into_response())
+}
+
+/// Leases up to `max_records` of the group on the broker or the engine, long-polling up to `max_wait`;
+/// the limits are checked by the caller. Shared by `POST .../receive` and the wire protocol's RECEIVE.
+pub(crate) async fn receive_records(
+    state: &AppState,
+    group: String,
+    topic: String,
+    max_records: usize,
+    max_wait: Duration,
+    visibility: Option<Duration>,
+) -> Result<Vec<Leased>, ApiError> {
     if let Some(e) = state.engine() {
-        let got = on_engine::receive(
-            &state,
-            e,
-            group,
-            topic.clone(),
-            max_records as usize,
-            Duration::from_millis(max_wait_ms),
-            visibility.map(Duration::from_millis),
-        )
-        .await?;
+        let got =
+            on_engine::receive(state, e, group, topic.clone(), max_records, max_wait, visibility).await?;
         state.metrics().records_out(&topic, got.iter().map(|r| &r.record));
-        let records = got
-            .iter()
-            .map(|r| LeasedOut {
-                record: RecordOut {
-                    topic: &topic,
-                    record: &r.record,
-                },
-                delivery_count: r.deliveries,
+        return Ok(got
+            .into_iter()
+            .map(|r| Leased {
+                record: r.record,
+                deliveries: r.deliveries,
                 lease_expires_ms: r.lease_expires_ms,
             })
-            .collect();
-        return Ok(Json(Received { records }).into_response());
+            .collect());
     }
     let options = ReceiveOptions {
-        // In range, so the cast cannot truncate.
-        max_records: max_records as usize,
+        max_records,
         max_wait: Duration::ZERO,
-        visibility_timeout: visibility.map(Duration::from_millis),
+        visibility_timeout: visibility,
     };
     let leased = state
-        .long_poll(Duration::from_millis(max_wait_ms), |max_wait| {
+        .long_poll(max_wait, |max_wait| {
             let (state, broker) = (state.clone(), state.broker().clone());
             let (group, topic) = (group.clone(), topic.clone());
             let options = ReceiveOptions { max_wait, ..options };
@@ -266,18 +285,7 @@ pub(super) async fn receive(
     state
         .metrics()
         .records_out(&topic, leased.iter().map(|l| &l.record));
-    let records = leased
-        .iter()
-        .map(|l| LeasedOut {
-            record: RecordOut {
-                topic: &topic,
-                record: &l.record,
-            },
-            delivery_count: l.deliveries,
-            lease_expires_ms: l.lease_expires_ms,
-        })
-        .collect();
-    Ok(Json(Received { records }).into_response())
+    Ok(leased)
 }
 
 /// A leased record, by where it is.
@@ -348,15 +356,12 @@ pub(super) async fn ack(
 ) -> Result<StatusCode, ApiError> {
     let bytes = body.json_only()?;
     let AckBody { records } = parse_object(&bytes)?;
-    settle(
-        &state,
-        group,
-        topic,
-        records,
-        Settle::Ack,
-        |broker, group, topic, records| async move { broker.ack(&group, &topic, &records).await },
-    )
-    .await
+    settle(&state, group, topic, pairs(&records), Settle::Ack).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn pairs(records: &[Object<RecordRef>]) -> Vec<(u32, u64)> {
+    records.iter().map(|r| (r.0.partition, r.0.offset)).collect()
 }
 
 /// `POST .../nack` with `{"records": [...], "delay_ms"?}`: 204; the records are available again after
@@ -384,15 +389,8 @@ pub(super) async fn nack(
     let bytes = body.json_only()?;
     let NackBody { records, delay_ms } = parse_object(&bytes)?;
     let delay = Duration::from_millis(in_range("delay_ms", delay_ms, 0..=MAX_VISIBILITY_MS)?);
-    settle(
-        &state,
-        group,
-        topic,
-        records,
-        Settle::Nack(delay),
-        move |broker, group, topic, records| async move { broker.nack(&group, &topic, &records, delay).await },
-    )
-    .await
+    settle(&state, group, topic, pairs(&records), Settle::Nack(delay)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST .../extend` with `{"records": [...], "visibility_timeout_ms"}`: 204; the leases now end that
@@ -426,47 +424,43 @@ pub(super) async fn extend(
         visibility_timeout_ms,
         1..=MAX_VISIBILITY_MS,
     )?);
-    settle(
-        &state,
-        group,
-        topic,
-        records,
-        Settle::Extend(visibility),
-        move |broker, group, topic, records| async move {
-            broker.extend(&group, &topic, &records, visibility).await
-        },
-    )
-    .await
+    settle(&state, group, topic, pairs(&records), Settle::Extend(visibility)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-/// Runs an ack, nack or extend of `records` to completion, and names the record the broker refused.
-async fn settle<F, Fut>(
+/// Runs an ack, nack or extend of `pairs` (`(partition, offset)`) to completion on the broker or the
+/// engine, all or nothing, and names the record refused. Shared by the HTTP routes and the wire
+/// protocol's ACK, NACK and EXTEND.
+pub(crate) async fn settle(
     state: &AppState,
     group: String,
     topic: String,
-    records: Vec<Object<RecordRef>>,
+    pairs: Vec<(u32, u64)>,
     how: Settle,
-    op: F,
-) -> Result<StatusCode, ApiError>
-where
-    F: FnOnce(Broker, String, String, Vec<(u32, u64)>) -> Fut,
-    Fut: Future<Output = Result<(), BrokerError>> + Send + 'static,
-{
-    if records.is_empty() {
+) -> Result<(), ApiError> {
+    if pairs.is_empty() {
         return Err(ApiError::ParameterOutOfRange {
             field: "records".into(),
             message: "must not be empty".into(),
         });
     }
-    let pairs: Vec<(u32, u64)> = records.iter().map(|r| (r.0.partition, r.0.offset)).collect();
     if let Some(e) = state.engine() {
-        return on_engine::settle(state, e, group, topic, pairs, how).await;
+        return on_engine::settle(state, e, group, topic, pairs, how)
+            .await
+            .map(|_| ());
     }
     // The broker answers `not_leased` for a group it does not know; 404 says what is wrong.
     state.broker().queue_info(&group, &topic)?;
-    let fut = op(state.broker().clone(), group, topic, pairs.clone());
+    let (broker, records) = (state.broker().clone(), pairs.clone());
+    let fut = async move {
+        match how {
+            Settle::Ack => broker.ack(&group, &topic, &records).await,
+            Settle::Nack(delay) => broker.nack(&group, &topic, &records, delay).await,
+            Settle::Extend(visibility) => broker.extend(&group, &topic, &records, visibility).await,
+        }
+    };
     match state.detached(fut).await? {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => Ok(()),
         Err(error) => {
             let at = |want: &dyn Fn(&(u32, u64)) -> bool, key: &str| {
                 pairs.iter().position(want).map(|i| format!("records[{i}]{key}"))

@@ -22,7 +22,7 @@ pub(super) const MAX_RECORDS: u64 = 10_000;
 /// Most bytes one fetch may ask for.
 pub(super) const MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest long-poll.
-pub(super) const MAX_WAIT_MS: u64 = 60_000;
+pub(crate) const MAX_WAIT_MS: u64 = 60_000;
 
 /// The query parameters of a partition fetch.
 pub(super) const FETCH_PARAMS: &[&str] = &["offset", "max_records", "max_bytes", "max_wait_ms"];
@@ -108,12 +108,22 @@ pub(super) async fn publish(
     body: Body,
 ) -> Result<Json<Offsets>, ApiError> {
     let records = parse_publish(body.kind, &body.bytes)?;
+    let offsets = publish_records(&state, topic, records).await?;
+    Ok(Json(Offsets { offsets }))
+}
+
+/// Appends `records` to `topic` on the broker or the engine, all or nothing; where each landed once all
+/// are durable. Shared by `POST .../records` and the wire protocol's PUBLISH.
+pub(crate) async fn publish_records(
+    state: &AppState,
+    topic: String,
+    records: Vec<ferry_broker::Produce>,
+) -> Result<Vec<Produced>, ApiError> {
     // Kept to say which record the broker refused: it names a partition or a size, not an index.
     let shapes: Vec<(Option<u32>, usize)> = records.iter().map(|r| (r.partition, record_size(r))).collect();
     let (count, bytes) = (shapes.len(), shapes.iter().map(|(_, size)| size).sum());
     if let Some(e) = state.engine() {
-        let offsets = super::on_engine::publish(&state, e, topic, records, bytes).await?;
-        return Ok(Json(Offsets { offsets }));
+        return super::on_engine::publish(state, e, topic, records, bytes).await;
     }
     let (broker, metrics) = (state.broker().clone(), state.metrics().clone());
     match state
@@ -127,12 +137,12 @@ pub(super) async fn publish(
         })
         .await?
     {
-        Ok(offsets) => Ok(Json(Offsets { offsets })),
+        Ok(offsets) => Ok(offsets),
         Err(error) => Err(locate(error, &shapes)),
     }
 }
 
-fn locate(error: BrokerError, shapes: &[(Option<u32>, usize)]) -> ApiError {
+pub(crate) fn locate(error: BrokerError, shapes: &[(Option<u32>, usize)]) -> ApiError {
     let index = match &error {
         BrokerError::PartitionNotFound { partition, .. } => shapes
             .iter()
