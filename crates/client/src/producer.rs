@@ -6,8 +6,10 @@
 //! `POST /v1/topics/{topic}/records` with a JSON array, or, when the client has a wire address
 //! ([`crate::ClientBuilder::wire`]), as one PUBLISH frame on the client's wire connection (records are
 //! then never JSON-encoded; batches in flight are pipelined on that one connection). Up to
-//! `max_in_flight` batches (over all topics) are in flight at once; sealed batches wait their turn in
-//! the order they were sealed.
+//! `max_in_flight` batches (over all topics) are in flight at once. A batch whose linger is over waits
+//! for a free slot *open*, taking more records until it is full (Kafka's model), so `linger` 0 sends the
+//! first records at once and still sends large batches under load; full batches wait their turn in the
+//! order they filled.
 //!
 //! The contract:
 //! - A delivery resolves to the record's partition and offset only after the server answered, i.e. once
@@ -73,7 +75,7 @@ impl Default for ProducerConfig {
 }
 
 impl ProducerConfig {
-    /// How long a batch waits for more records after its first (0: send at once).
+    /// How long a batch waits for more records after its first (0: as soon as a request slot is free).
     #[must_use]
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
@@ -224,6 +226,30 @@ impl State {
             self.open.insert(topic.to_string(), batch);
         }
         true
+    }
+
+    /// Moves the batches that are due to `ready`, oldest first: every open batch once closed, else
+    /// those whose linger is over.
+    fn seal_due(&mut self, now: Instant) {
+        if self.closed {
+            self.seal_all();
+            return;
+        }
+        if self.open.values().all(|b| b.deadline > now) {
+            return;
+        }
+        let mut expired: Vec<(u64, String)> = self
+            .open
+            .iter()
+            .filter(|(_, b)| b.deadline <= now)
+            .map(|(t, b)| (b.id, t.clone()))
+            .collect();
+        expired.sort_unstable();
+        for (_, topic) in expired {
+            if let Some(batch) = self.open.remove(&topic) {
+                self.ready.push_back((topic, batch));
+            }
+        }
     }
 
     fn seal_all(&mut self) {
@@ -419,38 +445,32 @@ impl Producer {
     }
 }
 
-/// The dispatcher: seals batches whose linger is over and hands sealed batches to request tasks, at
-/// most `max_in_flight` at a time.
+/// The dispatcher: hands batches to request tasks, at most `max_in_flight` at a time. A batch is sent
+/// once it is full or its linger is over *and* a request slot is free: while every slot is busy, the
+/// open batch keeps filling (Kafka's model), so a linger of 0 still sends large batches under load.
 async fn dispatch(shared: Arc<Shared>) {
     loop {
-        let (batches, deadline, finished) = {
+        let (sendable, deadline, finished) = {
             let mut state = lock(&shared.state);
-            if state.closed {
-                state.seal_all();
-            } else {
-                let now = Instant::now();
-                let mut expired: Vec<(u64, String)> = state
-                    .open
-                    .iter()
-                    .filter(|(_, b)| b.deadline <= now)
-                    .map(|(t, b)| (b.id, t.clone()))
-                    .collect();
-                expired.sort_unstable();
-                for (_, topic) in expired {
-                    if let Some(batch) = state.open.remove(&topic) {
-                        state.ready.push_back((topic, batch));
-                    }
-                }
-            }
-            let batches: Vec<(String, Batch)> = state.ready.drain(..).collect();
+            state.seal_due(Instant::now());
             let deadline = state.open.values().map(|b| b.deadline).min();
-            (batches, deadline, state.closed && state.open.is_empty())
+            let finished = state.closed && state.open.is_empty() && state.ready.is_empty();
+            (!state.ready.is_empty(), deadline, finished)
         };
-        for (topic, batch) in batches {
+        if sendable {
             let Ok(permit) = shared.in_flight.clone().acquire_owned().await else {
                 return;
             };
-            tokio::spawn(send_batch(shared.clone(), topic, batch, permit));
+            // Sealed only now, with the slot in hand: what came in while waiting for it goes along.
+            let next = {
+                let mut state = lock(&shared.state);
+                state.seal_due(Instant::now());
+                state.ready.pop_front()
+            };
+            if let Some((topic, batch)) = next {
+                tokio::spawn(send_batch(shared.clone(), topic, batch, permit));
+            }
+            continue;
         }
         if finished {
             return;

@@ -168,3 +168,50 @@ async fn dropping_the_producer_still_sends_what_it_buffered() {
     assert_eq!(at.offset, 0);
     server.stop().await;
 }
+
+/// How many `POST .../records` the server answered 200, from its metrics.
+async fn publish_requests(url: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("ferry_http_request_duration_seconds_count{")
+                && l.contains("method=\"POST\"")
+                && l.contains("route=\"/v1/topics/{topic}/records\"")
+                && l.contains("status=\"200\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_linger_records_wait_for_a_request_slot_in_one_growing_batch() {
+    let server = TestServer::start().await;
+    server.topic("t", 1).await;
+    // Linger 0 and one request at a time: the first record goes at once, and every record sent while
+    // a request is out joins the one open batch instead of becoming a request of its own.
+    let producer = server
+        .client
+        .producer_with(ProducerConfig::default().linger(Duration::ZERO).max_in_flight(1));
+    let mut sends = Vec::new();
+    for i in 0..1000 {
+        sends.push(producer.send("t", ProduceRecord::json(&i).unwrap()));
+        // Gives the dispatcher every chance to send a batch per record.
+        tokio::task::yield_now().await;
+    }
+    let mut offsets = Vec::new();
+    for d in sends {
+        offsets.push(d.await.unwrap().offset);
+    }
+    assert_eq!(offsets, (0..1000).collect::<Vec<u64>>());
+    let requests = publish_requests(&server.url).await;
+    assert!(
+        (1..200).contains(&requests),
+        "1000 records took {requests} requests"
+    );
+    server.stop().await;
+}

@@ -632,7 +632,7 @@ impl Writer {
                         self.stage(batch, done);
                     }
                     Command::Roll(reply) => {
-                        let r = self.roll();
+                        let r = self.roll(true);
                         let _ = reply.send(r);
                     }
                     Command::Housekeep(reply) => {
@@ -640,7 +640,7 @@ impl Writer {
                         let _ = reply.send(r);
                     }
                     Command::Flush(reply) => {
-                        let r = self.write_pending(true);
+                        let r = self.write_pending(true).and_then(|()| self.await_background_syncs());
                         let _ = reply.send(r);
                     }
                 }
@@ -660,6 +660,29 @@ impl Writer {
         if let Err(e) = self.write_pending(true) {
             tracing::error!(dir = %self.shared.dir.display(), error = %e, "final log sync failed");
         }
+        if let Err(e) = self.await_background_syncs() {
+            tracing::error!(dir = %self.shared.dir.display(), error = %e, "the log closed poisoned: a write or an fsync failed");
+        }
+    }
+
+    /// Waits until the background fsyncs queued so far (those of this log among them) are done: the
+    /// thread runs its jobs in order, so a marker queued now runs after them.
+    /// A failed one has poisoned the log: that is the error.
+    fn await_background_syncs(&self) -> Result<()> {
+        if self.shared.config.fsync != FsyncPolicy::Always {
+            let (tx, rx) = mpsc::sync_channel::<()>(1);
+            sync_in_background(Box::new(move || {
+                let _ = tx.send(());
+            }));
+            // An error means the marker was dropped unrun, which only a panicking sync thread does.
+            let _ = rx.recv();
+        }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned {
+                path: self.shared.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn housekeep_if_due(&mut self, next: &mut Instant) {
@@ -728,7 +751,7 @@ impl Writer {
             > u64::from(u32::MAX);
         let too_old = position > 0 && self.segment_too_old();
         if (too_big || too_many || too_old)
-            && let Err(e) = self.roll()
+            && let Err(e) = self.roll(false)
         {
             return done(Err(e));
         }
@@ -882,14 +905,50 @@ impl Writer {
         }
     }
 
-    fn roll(&mut self) -> Result<()> {
-        self.write_pending(true)?;
+    /// Seals the active segment and starts the next. With `fsync = always`, or when asked (`Log::roll`),
+    /// the sealed segment, its index and the directory are synced here; otherwise on the background
+    /// fsync thread (as Kafka flushes a rolled segment asynchronously): a roll of a full 128 MiB segment
+    /// would otherwise hold up appends for as long as that segment takes to reach the disk. A crash
+    /// before that sync may cut the sealed segment's tail, which recovery handles like any torn tail; its
+    /// records are then lost, as the interval policy allows for what is not yet synced.
+    fn roll(&mut self, sync_inline: bool) -> Result<()> {
+        let sync_inline = sync_inline || self.shared.config.fsync == FsyncPolicy::Always;
+        self.write_pending(sync_inline)?;
         if self.size == 0 {
             return Ok(());
         }
-        self.active.sync_index()?;
+        if sync_inline {
+            self.active.sync_index()?;
+        }
         let next = Segment::create(&self.shared.dir, self.next_offset)?;
-        sync_dir(&self.shared.dir)?;
+        if sync_inline {
+            sync_dir(&self.shared.dir)?;
+        } else {
+            let (sealed, shared, observer) = (self.active.clone(), self.shared.clone(), self.observer.clone());
+            sync_in_background(Box::new(move || {
+                let started = Instant::now();
+                let synced = sealed
+                    .log
+                    .sync_data()
+                    .map_err(Error::io("syncing segment", &sealed.log_path))
+                    .and_then(|()| sealed.sync_index())
+                    .and_then(|()| sync_dir(&shared.dir));
+                match synced {
+                    Ok(()) => {
+                        if let Some(o) = &observer {
+                            o.fsynced(started.elapsed());
+                        }
+                    }
+                    Err(e) => {
+                        shared.poisoned.store(true, Ordering::Release);
+                        tracing::error!(path = %sealed.log_path.display(), error = %e, "fsync of a rolled segment failed; refusing appends until reopened");
+                    }
+                }
+            }));
+            // The new segment starts with nothing unsynced; the sealed one's data is the job's.
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+        }
         self.active.sealed.store(true, Ordering::Release);
         let next = Arc::new(next);
         self.shared
@@ -908,7 +967,7 @@ impl Writer {
         self.write_pending(self.shared.config.fsync == FsyncPolicy::Always)?;
         let mut report = Housekeeping::default();
         if self.size > 0 && self.segment_too_old() {
-            self.roll()?;
+            self.roll(false)?;
             report.rolled = true;
         }
         let cfg = &self.shared.config;

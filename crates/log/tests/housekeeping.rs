@@ -84,3 +84,46 @@ fn periodic_fsync_runs_off_the_writer_thread() {
         .recv_timeout(Duration::from_secs(30))
         .expect("no second periodic fsync");
 }
+
+/// Under the interval policy a segment that rolls because it is full is synced on the background
+/// thread too (a full segment can take long to reach the disk); `flush` waits for that sync, and every
+/// record is there after reopening. Under `fsync = always` nothing is synced in the background.
+#[test]
+fn a_rolled_segment_is_synced_in_the_background_and_flush_waits_for_it() {
+    for (fsync, background) in [
+        (FsyncPolicy::Interval(Duration::from_secs(3600)), true),
+        (FsyncPolicy::Always, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, synced) = mpsc::channel();
+        let options = || ferry_log::LogOptions {
+            config: LogConfig {
+                fsync,
+                segment_bytes: 4096,
+                ..LogConfig::default()
+            },
+            clock: std::sync::Arc::new(ferry_log::SystemClock),
+            observer: Some(std::sync::Arc::new(SyncThreads(std::sync::Mutex::new(tx.clone())))),
+        };
+        let log = Log::open_with(dir.path(), options()).unwrap();
+        let record = [NewRecord::value(Bytes::from(vec![b'r'; 500]))];
+        for _ in 0..40 {
+            log.append(&record).unwrap();
+        }
+        assert!(log.segment_count() > 3, "{fsync}: the appends rolled segments");
+        log.flush().unwrap();
+        let threads: Vec<Option<String>> = synced.try_iter().collect();
+        let in_background = threads.iter().filter(|t| t.as_deref() == Some("ferry-log-sync")).count();
+        if background {
+            // The hour-long interval never came: every background sync was a roll's.
+            assert!(in_background >= 3, "{fsync}: {threads:?}");
+        } else {
+            assert_eq!(in_background, 0, "{fsync}: {threads:?}");
+        }
+        drop(log);
+        let log = Log::open_with(dir.path(), options()).unwrap();
+        assert_eq!(log.next_offset(), 40, "{fsync}");
+        let back = log.read(0, 1 << 20).unwrap();
+        assert_eq!(back.first().map(|r| r.offset), Some(0));
+    }
+}

@@ -197,7 +197,7 @@ impl Peer for ServerPeer {
 
     fn producer<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<Box<dyn Producer>>> {
         Box::pin(async move {
-            let config = ProducerConfig::default().linger(Duration::from_millis(1));
+            let config = ProducerConfig::default().linger(Duration::ZERO);
             let p: Box<dyn Producer> = Box::new(ServerProducer {
                 producer: self.own_client()?.producer_with(config),
                 topic: name.to_owned(),
