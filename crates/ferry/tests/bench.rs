@@ -29,7 +29,7 @@ fn bench_measures_every_peer_and_writes_its_report() {
         .arg(dir.path().join("bench.svg"))
         .arg("--ingest")
         .arg(common::example("scream.toml"))
-        .args(["--ingest-concurrency", "8"])
+        .args(["--ingest-concurrency", "8", "--rate", "1000"])
         .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
         .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
         .spawn()
@@ -75,15 +75,15 @@ fn bench_measures_every_peer_and_writes_its_report() {
             .count()
     };
     for class in ["background", "on_disk"] {
-        assert_eq!(cells("ferry (embedded)", class), 3, "{class}");
-        assert_eq!(cells("ferry (server, HTTP)", class), 3, "{class}");
-        assert_eq!(cells("ferry (server, wire)", class), 3, "{class}");
+        assert_eq!(cells("ferry (embedded)", class), 4, "{class}");
+        assert_eq!(cells("ferry (server, HTTP)", class), 4, "{class}");
+        assert_eq!(cells("ferry (server, wire)", class), 4, "{class}");
         if rabbit {
-            assert_eq!(cells("RabbitMQ", class), 3, "{class}: {stdout}");
+            assert_eq!(cells("RabbitMQ", class), 4, "{class}: {stdout}");
         }
     }
     if nats {
-        assert_eq!(cells("NATS JetStream", "background"), 3, "{stdout}");
+        assert_eq!(cells("NATS JetStream", "background"), 4, "{stdout}");
         // nats-server before 2.10 cannot fsync before acknowledging: said, not measured.
         if cells("NATS JetStream", "on_disk") == 0 {
             assert!(
@@ -96,6 +96,11 @@ fn bench_measures_every_peer_and_writes_its_report() {
     for r in rows {
         let m = &r["median"];
         assert!(m["messages"].as_u64().unwrap() > 0, "{m}");
+        if m["kind"] == "paced" {
+            // 1000 messages/s for 0.4 s: the schedule has 400 slots, and no more are sent.
+            assert!(m["messages"].as_u64().unwrap() <= 400, "{m}");
+            assert_eq!(m["shape"]["rate"], 1000, "{m}");
+        }
         assert!(m["msgs_per_s"].as_f64().unwrap() > 0.0, "{m}");
         if m["kind"] != "consume" {
             let l = &m["latency_us"];
@@ -114,7 +119,7 @@ fn bench_measures_every_peer_and_writes_its_report() {
             "{ratios:?}"
         );
     }
-    // And one line per system and class with all three workloads.
+    // And one line per system and class with all four workloads.
     if nats {
         let summary = report["summary"].as_array().unwrap();
         let line = summary
@@ -122,7 +127,7 @@ fn bench_measures_every_peer_and_writes_its_report() {
             .map(|l| l.as_str().unwrap())
             .find(|l| l.starts_with("ferry (server, HTTP) / NATS JetStream"))
             .unwrap_or_else(|| panic!("{summary:?}"));
-        for part in ["publish ", "consume ", "publish+consume "] {
+        for part in ["publish ", "consume ", "publish+consume ", "p99 at 1.0k/s "] {
             assert!(line.contains(part), "{line}");
         }
         assert!(stdout.contains(line), "{stdout}");

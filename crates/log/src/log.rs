@@ -640,7 +640,9 @@ impl Writer {
                         let _ = reply.send(r);
                     }
                     Command::Flush(reply) => {
-                        let r = self.write_pending(true).and_then(|()| self.await_background_syncs());
+                        let r = self
+                            .write_pending(true)
+                            .and_then(|()| self.await_background_syncs());
                         let _ = reply.send(r);
                     }
                 }
@@ -924,7 +926,8 @@ impl Writer {
         if sync_inline {
             sync_dir(&self.shared.dir)?;
         } else {
-            let (sealed, shared, observer) = (self.active.clone(), self.shared.clone(), self.observer.clone());
+            let (sealed, shared, observer) =
+                (self.active.clone(), self.shared.clone(), self.observer.clone());
             sync_in_background(Box::new(move || {
                 let started = Instant::now();
                 let synced = sealed

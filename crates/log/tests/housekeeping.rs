@@ -103,7 +103,9 @@ fn a_rolled_segment_is_synced_in_the_background_and_flush_waits_for_it() {
                 ..LogConfig::default()
             },
             clock: std::sync::Arc::new(ferry_log::SystemClock),
-            observer: Some(std::sync::Arc::new(SyncThreads(std::sync::Mutex::new(tx.clone())))),
+            observer: Some(std::sync::Arc::new(SyncThreads(std::sync::Mutex::new(
+                tx.clone(),
+            )))),
         };
         let log = Log::open_with(dir.path(), options()).unwrap();
         let record = [NewRecord::value(Bytes::from(vec![b'r'; 500]))];
@@ -113,7 +115,10 @@ fn a_rolled_segment_is_synced_in_the_background_and_flush_waits_for_it() {
         assert!(log.segment_count() > 3, "{fsync}: the appends rolled segments");
         log.flush().unwrap();
         let threads: Vec<Option<String>> = synced.try_iter().collect();
-        let in_background = threads.iter().filter(|t| t.as_deref() == Some("ferry-log-sync")).count();
+        let in_background = threads
+            .iter()
+            .filter(|t| t.as_deref() == Some("ferry-log-sync"))
+            .count();
         if background {
             // The hour-long interval never came: every background sync was a roll's.
             assert!(in_background >= 3, "{fsync}: {threads:?}");

@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// Unconfirmed publishes each producer keeps in flight.
     #[arg(long, default_value_t = 256)]
     window: usize,
+    /// Messages per second (all producers together) of the fixed-rate publish+consume workload, which
+    /// compares end-to-end latency below saturation; 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    rate: u64,
     /// Repetitions of every cell; tables show the median and the spread (default 3; 1 with --quick).
     #[arg(long, value_name = "N")]
     repetitions: Option<usize>,
@@ -278,17 +282,19 @@ async fn bench(args: BenchArgs) -> Result<()> {
                             consumers: c,
                             window: args.window,
                             duration: Duration::from_secs_f64(seconds),
+                            rate: (args.rate > 0).then_some(args.rate),
                         };
                         let cell = async {
                             // A short warm-up that is not measured.
                             let warm = Shape {
                                 duration: Duration::from_secs_f64((seconds / 10.0).min(1.0)),
+                                rate: None,
                                 ..shape
                             };
                             progress.set_message(format!("{}, {}: warm-up", peer.name(), durability.label()));
                             round(&peer, "ferry-bench-warmup", warm).await?;
                             progress.inc(1);
-                            let mut reps: [Vec<_>; 3] = Default::default();
+                            let mut reps: [Vec<_>; 4] = Default::default();
                             for rep in 0..repetitions {
                                 progress.set_message(format!(
                                     "{}, {}: {size} B, {p}p/{c}c, repetition {}/{repetitions}",
