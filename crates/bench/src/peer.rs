@@ -46,8 +46,12 @@ pub trait Producer: Send {
 
 /// Consumes messages of one destination with acknowledgements, as a queue consumer.
 pub trait Consumer: Send {
-    /// Up to `max` next messages, waiting up to `wait` for the first; acknowledged (durably, as the peer
-    /// does) before they are returned.
+    /// Up to `max` next messages, waiting up to `wait` for the first; their acknowledgement is under
+    /// way when they are returned, and (where the peer answers acks at all) its answer is awaited
+    /// before the next receive. Consumers of JetStream and AMQP get no answer to an ack; ferry's is
+    /// answered once durable. Waiting for it before returning would add its round trip and fsync to
+    /// every batch's latency; waiting before the next receive still adds it to the next batch's when
+    /// messages come faster than that.
     fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, anyhow::Result<Vec<Bytes>>>;
 }
 

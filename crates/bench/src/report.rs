@@ -10,7 +10,7 @@ use crate::run::{Kind, Measured, Shape};
 /// One cell of the results: a workload on a peer, the median of its repetitions.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// The repetition with the median throughput.
+    /// The repetition with the median throughput (at a fixed rate: with the median p99).
     pub median: Measured,
     /// Lowest throughput of the repetitions, messages per second.
     pub min_msgs_per_s: f64,
@@ -24,10 +24,11 @@ impl Row {
     /// The median of `reps` (one workload on one peer), `None` when there are none.
     pub fn of(mut reps: Vec<Measured>) -> Option<Self> {
         // At a fixed rate the throughput is the rate: the median is the repetition with the median p99.
-        reps.sort_by(|a, b| match (a.kind, a.latency_us, b.latency_us) {
-            (Kind::Paced, Some(x), Some(y)) => x.p99.cmp(&y.p99),
-            _ => a.msgs_per_s.total_cmp(&b.msgs_per_s),
-        });
+        if reps.first()?.kind == Kind::Paced {
+            reps.sort_by_key(|m| m.latency_us.map_or(u64::MAX, |l| l.p99));
+        } else {
+            reps.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+        }
         let min = reps.iter().map(|m| m.msgs_per_s).min_by(f64::total_cmp)?;
         let max = reps.iter().map(|m| m.msgs_per_s).max_by(f64::total_cmp)?;
         let n = reps.len();

@@ -208,8 +208,9 @@ struct Tally {
 /// send-to-confirm latencies and the time from the first send to the last confirm.
 ///
 /// With `rate`, the producers together send that many messages per second, each message due at its
-/// slot in the schedule: its stamp and its latency count from when it was due, not from when it went
-/// (a producer held up by a slow confirm sends late and is charged for it: no coordinated omission).
+/// slot in the schedule: its stamp and its latency count from when it was due when it went late (a
+/// producer held up by a slow confirm is charged for it: no coordinated omission), from when it went
+/// when early. Messages still due but unsent when the time is up are not sent, and not counted.
 async fn publish(
     peer: &Arc<dyn Peer>,
     name: &str,
@@ -253,9 +254,19 @@ async fn publish(
                         if this >= deadline {
                             break;
                         }
-                        tokio::time::sleep_until(this.into()).await;
-                        let ns = started_ns + u64::try_from((this - started).as_nanos()).unwrap_or(0);
-                        (this, payloads.stamped(ns))
+                        // Tokio's timer ticks in milliseconds, and a sleep ends on the tick after its
+                        // instant: sleep to the tick before, and send up to 1 ms early rather than
+                        // charge every message up to 1 ms of the bench's own lateness.
+                        if let Some(early) = this.checked_sub(Duration::from_millis(1))
+                            && early > Instant::now()
+                        {
+                            tokio::time::sleep_until(early.into()).await;
+                        }
+                        // Latency counts from when it went (if early) or was due (if late).
+                        let from = this.min(Instant::now());
+                        let ns = started_ns
+                            + u64::try_from(from.saturating_duration_since(started).as_nanos()).unwrap_or(0);
+                        (from, payloads.stamped(ns))
                     }
                     _ => (Instant::now(), payloads.next()),
                 };

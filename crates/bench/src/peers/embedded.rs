@@ -107,6 +107,7 @@ impl Peer for EmbeddedPeer {
             let c: Box<dyn Consumer> = Box::new(EmbeddedConsumer {
                 broker: self.broker.clone(),
                 topic: name.to_owned(),
+                acking: None,
             });
             Ok(c)
         })
@@ -143,6 +144,8 @@ impl Producer for EmbeddedProducer {
 struct EmbeddedConsumer {
     broker: Broker,
     topic: String,
+    /// The last batch's ack, awaited before the next receive (see `Consumer::next`).
+    acking: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Consumer for EmbeddedConsumer {
@@ -153,13 +156,20 @@ impl Consumer for EmbeddedConsumer {
                 max_wait: wait,
                 visibility_timeout: None,
             };
+            if let Some(acking) = self.acking.take() {
+                acking.await??;
+            }
             let got = self.broker.receive(GROUP, &self.topic, options).await?;
             let ids: Vec<(u32, u64)> = got
                 .iter()
                 .map(|l| (l.record.partition, l.record.offset))
                 .collect();
             if !ids.is_empty() {
-                self.broker.ack(GROUP, &self.topic, &ids).await?;
+                let (broker, topic) = (self.broker.clone(), self.topic.clone());
+                self.acking = Some(tokio::spawn(async move {
+                    broker.ack(GROUP, &topic, &ids).await?;
+                    Ok(())
+                }));
             }
             Ok(got.into_iter().map(|l| l.record.value).collect())
         })

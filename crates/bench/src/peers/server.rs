@@ -210,6 +210,7 @@ impl Peer for ServerPeer {
         Box::pin(async move {
             let c: Box<dyn Consumer> = Box::new(ServerConsumer {
                 queue: self.own_client()?.queue_consumer(GROUP, name),
+                acking: None,
             });
             Ok(c)
         })
@@ -237,16 +238,26 @@ impl Producer for ServerProducer {
 
 struct ServerConsumer {
     queue: QueueConsumer,
+    /// The last batch's ack, awaited before the next receive (see `Consumer::next`).
+    acking: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Consumer for ServerConsumer {
     fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, anyhow::Result<Vec<Bytes>>> {
         Box::pin(async move {
-            let got = self.queue.receive(max, wait, None).await?;
-            if !got.is_empty() {
-                self.queue.ack(&got).await?;
+            if let Some(acking) = self.acking.take() {
+                acking.await??;
             }
-            Ok(got.into_iter().map(|d| d.record.value.clone()).collect())
+            let got = self.queue.receive(max, wait, None).await?;
+            let values = got.iter().map(|d| d.record.value.clone()).collect();
+            if !got.is_empty() {
+                let queue = self.queue.clone();
+                self.acking = Some(tokio::spawn(async move {
+                    queue.ack(&got).await?;
+                    Ok(())
+                }));
+            }
+            Ok(values)
         })
     }
 }

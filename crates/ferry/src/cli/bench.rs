@@ -48,7 +48,7 @@ impl From<Class> for Durability {
 /// Arguments of `ferry bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// 1 KiB messages, one producer and one consumer, 3 s per workload, once: about 75 s here. Prints
+    /// 1 KiB messages, one producer and one consumer, 2 s per workload, once: under 2 minutes here. Prints
     /// one line per system with ferry's ratio to it.
     #[arg(long)]
     quick: bool,
@@ -68,7 +68,7 @@ pub struct BenchArgs {
     /// Consumer counts (default: 1,4).
     #[arg(long, value_delimiter = ',')]
     consumers: Vec<usize>,
-    /// Seconds each producer publishes, per workload (default 10; 3 with --quick).
+    /// Seconds each producer publishes, per workload (default 10; 2 with --quick).
     #[arg(long, value_name = "S")]
     seconds: Option<f64>,
     /// Unconfirmed publishes each producer keeps in flight.
@@ -213,7 +213,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let sizes = or(&args.sizes, if quick { &[1024] } else { &[100, 1024, 16384] });
     let producers = or(&args.producers, if quick { &[1] } else { &[1, 4] });
     let consumers = or(&args.consumers, if quick { &[1] } else { &[1, 4] });
-    let seconds = args.seconds.unwrap_or(if quick { 3.0 } else { 10.0 });
+    let seconds = args.seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
     let repetitions = args.repetitions.unwrap_or(if quick { 1 } else { 3 }).max(1);
     anyhow::ensure!(
         seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0,
