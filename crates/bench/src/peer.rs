@@ -53,6 +53,12 @@ pub trait Consumer: Send {
     /// every batch's latency; waiting before the next receive still adds it to the next batch's when
     /// messages come faster than that.
     fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, anyhow::Result<Vec<Bytes>>>;
+
+    /// Waits for what is still under way (the last batch's acknowledgement), so that its failure is
+    /// seen and nothing races the destination's removal. Nothing to wait for by default.
+    fn finish(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A system under test, running (its server started by the benchmark, or reached at a URL).

@@ -353,6 +353,7 @@ async fn consume(
                 tally.count += got.len() as u64;
                 received.fetch_add(got.len() as u64, Ordering::AcqRel);
             }
+            c.finish().await?;
             let last = (tally.count > 0).then_some(last);
             anyhow::Ok((tally, last))
         }));

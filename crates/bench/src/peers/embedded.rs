@@ -174,4 +174,13 @@ impl Consumer for EmbeddedConsumer {
             Ok(got.into_iter().map(|l| l.record.value).collect())
         })
     }
+
+    fn finish(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some(acking) = self.acking.take() {
+                acking.await??;
+            }
+            Ok(())
+        })
+    }
 }

@@ -260,4 +260,13 @@ impl Consumer for ServerConsumer {
             Ok(values)
         })
     }
+
+    fn finish(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some(acking) = self.acking.take() {
+                acking.await??;
+            }
+            Ok(())
+        })
+    }
 }
