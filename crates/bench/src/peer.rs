@@ -96,3 +96,23 @@ pub fn checked_name(name: &str) -> anyhow::Result<&str> {
     );
     Ok(name)
 }
+
+/// The acknowledgement of a consumer's last batch, under way in a task of its own (see
+/// [`Consumer::next`]): ferry's consumers start one per batch and await it before the next receive.
+#[derive(Debug, Default)]
+pub struct PendingAck(Option<tokio::task::JoinHandle<anyhow::Result<()>>>);
+
+impl PendingAck {
+    /// Starts `ack`; the previous one must have been awaited.
+    pub fn start(&mut self, ack: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+        self.0 = Some(tokio::spawn(ack));
+    }
+
+    /// Waits for the one under way, if any, and gives its outcome.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        match self.0.take() {
+            Some(ack) => ack.await?,
+            None => Ok(()),
+        }
+    }
+}

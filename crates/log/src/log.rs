@@ -727,15 +727,31 @@ impl Writer {
         self.unsynced_bytes = 0;
         self.last_sync = Instant::now();
         self.syncing.store(true, Ordering::Release);
-        let (segment, shared, observer, syncing) = (
-            self.active.clone(),
-            self.shared.clone(),
-            self.observer.clone(),
-            self.syncing.clone(),
+        let (segment, syncing) = (self.active.clone(), self.syncing.clone());
+        self.fsync_in_background(
+            "periodic fsync",
+            move || {
+                segment
+                    .log
+                    .sync_data()
+                    .map_err(Error::io("syncing segment", &segment.log_path))
+            },
+            move || syncing.store(false, Ordering::Release),
         );
+    }
+
+    /// Runs `sync` on the background fsync thread, then `after`: its time goes to the observer, and a
+    /// failure poisons the log (what reached the disk is then unknown), as a failed write does.
+    fn fsync_in_background(
+        &self,
+        what: &'static str,
+        sync: impl FnOnce() -> Result<()> + Send + 'static,
+        after: impl FnOnce() + Send + 'static,
+    ) {
+        let (shared, observer) = (self.shared.clone(), self.observer.clone());
         sync_in_background(Box::new(move || {
             let started = Instant::now();
-            match segment.log.sync_data() {
+            match sync() {
                 Ok(()) => {
                     if let Some(o) = &observer {
                         o.fsynced(started.elapsed());
@@ -743,10 +759,10 @@ impl Writer {
                 }
                 Err(e) => {
                     shared.poisoned.store(true, Ordering::Release);
-                    tracing::error!(path = %segment.log_path.display(), error = %e, "periodic fsync failed; refusing appends until reopened");
+                    tracing::error!(dir = %shared.dir.display(), error = %e, "{what} failed; refusing appends until reopened");
                 }
             }
-            syncing.store(false, Ordering::Release);
+            after();
         }));
     }
 
@@ -941,28 +957,19 @@ impl Writer {
         if sync_inline {
             sync_dir(&self.shared.dir)?;
         } else {
-            let (sealed, shared, observer) =
-                (self.active.clone(), self.shared.clone(), self.observer.clone());
-            sync_in_background(Box::new(move || {
-                let started = Instant::now();
-                let synced = sealed
-                    .log
-                    .sync_data()
-                    .map_err(Error::io("syncing segment", &sealed.log_path))
-                    .and_then(|()| sealed.sync_index())
-                    .and_then(|()| sync_dir(&shared.dir));
-                match synced {
-                    Ok(()) => {
-                        if let Some(o) = &observer {
-                            o.fsynced(started.elapsed());
-                        }
-                    }
-                    Err(e) => {
-                        shared.poisoned.store(true, Ordering::Release);
-                        tracing::error!(path = %sealed.log_path.display(), error = %e, "fsync of a rolled segment failed; refusing appends until reopened");
-                    }
-                }
-            }));
+            let (sealed, dir) = (self.active.clone(), self.shared.dir.clone());
+            self.fsync_in_background(
+                "fsync of a rolled segment",
+                move || {
+                    sealed
+                        .log
+                        .sync_data()
+                        .map_err(Error::io("syncing segment", &sealed.log_path))
+                        .and_then(|()| sealed.sync_index())
+                        .and_then(|()| sync_dir(&dir))
+                },
+                || {},
+            );
             // The new segment starts with nothing unsynced; the sealed one's data is the job's.
             self.unsynced = false;
             self.unsynced_bytes = 0;

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use ferry_broker::{Broker, FsyncPolicy, Produce, QueueConfig, ReceiveOptions, TopicConfig};
 
-use crate::peer::{BoxFuture, Confirm, Consumer, Durability, Peer, Producer};
+use crate::peer::{BoxFuture, Confirm, Consumer, Durability, Peer, PendingAck, Producer};
 
 /// fsync interval of the `Background` class, as JetStream's default is minutes: ferry's is tighter.
 pub const BACKGROUND_FSYNC: Duration = Duration::from_secs(1);
@@ -107,7 +107,7 @@ impl Peer for EmbeddedPeer {
             let c: Box<dyn Consumer> = Box::new(EmbeddedConsumer {
                 broker: self.broker.clone(),
                 topic: name.to_owned(),
-                acking: None,
+                acking: PendingAck::default(),
             });
             Ok(c)
         })
@@ -145,7 +145,7 @@ struct EmbeddedConsumer {
     broker: Broker,
     topic: String,
     /// The last batch's ack, awaited before the next receive (see `Consumer::next`).
-    acking: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    acking: PendingAck,
 }
 
 impl Consumer for EmbeddedConsumer {
@@ -156,9 +156,7 @@ impl Consumer for EmbeddedConsumer {
                 max_wait: wait,
                 visibility_timeout: None,
             };
-            if let Some(acking) = self.acking.take() {
-                acking.await??;
-            }
+            self.acking.wait().await?;
             let got = self.broker.receive(GROUP, &self.topic, options).await?;
             let ids: Vec<(u32, u64)> = got
                 .iter()
@@ -166,21 +164,16 @@ impl Consumer for EmbeddedConsumer {
                 .collect();
             if !ids.is_empty() {
                 let (broker, topic) = (self.broker.clone(), self.topic.clone());
-                self.acking = Some(tokio::spawn(async move {
+                self.acking.start(async move {
                     broker.ack(GROUP, &topic, &ids).await?;
                     Ok(())
-                }));
+                });
             }
             Ok(got.into_iter().map(|l| l.record.value).collect())
         })
     }
 
     fn finish(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            if let Some(acking) = self.acking.take() {
-                acking.await??;
-            }
-            Ok(())
-        })
+        Box::pin(async move { self.acking.wait().await })
     }
 }

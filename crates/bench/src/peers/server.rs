@@ -11,7 +11,7 @@ use bytes::Bytes;
 use ferry_client::{Client, Fsync, ProduceRecord, Producer as ClientProducer, ProducerConfig, QueueConsumer};
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::peer::{BoxFuture, Confirm, Consumer, Durability, Peer, Producer};
+use crate::peer::{BoxFuture, Confirm, Consumer, Durability, Peer, PendingAck, Producer};
 use crate::peers::embedded::BACKGROUND_FSYNC;
 
 /// The group consumers read with.
@@ -210,7 +210,7 @@ impl Peer for ServerPeer {
         Box::pin(async move {
             let c: Box<dyn Consumer> = Box::new(ServerConsumer {
                 queue: self.own_client()?.queue_consumer(GROUP, name),
-                acking: None,
+                acking: PendingAck::default(),
             });
             Ok(c)
         })
@@ -239,34 +239,27 @@ impl Producer for ServerProducer {
 struct ServerConsumer {
     queue: QueueConsumer,
     /// The last batch's ack, awaited before the next receive (see `Consumer::next`).
-    acking: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    acking: PendingAck,
 }
 
 impl Consumer for ServerConsumer {
     fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, anyhow::Result<Vec<Bytes>>> {
         Box::pin(async move {
-            if let Some(acking) = self.acking.take() {
-                acking.await??;
-            }
+            self.acking.wait().await?;
             let got = self.queue.receive(max, wait, None).await?;
             let values = got.iter().map(|d| d.record.value.clone()).collect();
             if !got.is_empty() {
                 let queue = self.queue.clone();
-                self.acking = Some(tokio::spawn(async move {
+                self.acking.start(async move {
                     queue.ack(&got).await?;
                     Ok(())
-                }));
+                });
             }
             Ok(values)
         })
     }
 
     fn finish(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            if let Some(acking) = self.acking.take() {
-                acking.await??;
-            }
-            Ok(())
-        })
+        Box::pin(async move { self.acking.wait().await })
     }
 }
