@@ -260,18 +260,20 @@ impl Broker {
         fs::create_dir_all(&dir).map_err(|e| BrokerError::Metadata(format!("{}: {e}", dir.display())))?;
         finish_meta_swap(&dir)?;
         let mut meta_log = Log::open(dir.join("meta"), meta_config.clone())?;
-        let meta = replay(&meta_log)?;
-        if meta_log.next_offset() - meta_log.start_offset() > META_COMPACT_EVENTS {
-            // Replaying grows with the number of events: start from one snapshot instead.
-            drop(meta_log);
-            compact_meta(&dir, &meta, &meta_config)?;
-            meta_log = Log::open(dir.join("meta"), meta_config)?;
-        }
+        let mut meta = replay(&meta_log)?;
         let mut topics = HashMap::new();
         let observer = options.observer.as_ref();
         for (name, (id, config)) in &meta.topics {
             let topic = open_topic(&dir, name, *id, config, observer)?;
             topics.insert(name.clone(), Arc::new(topic));
+        }
+        let cut = cut_bookkeeping_to_log_ends(&mut meta, &topics);
+        if cut || meta_log.next_offset() - meta_log.start_offset() > META_COMPACT_EVENTS {
+            // Replaying grows with the number of events: start from one snapshot instead. A cut is
+            // written down the same way, before anything new is appended at the offsets it freed.
+            drop(meta_log);
+            compact_meta(&dir, &meta, &meta_config)?;
+            meta_log = Log::open(dir.join("meta"), meta_config)?;
         }
         remove_stray_topic_dirs(&dir, &meta);
         let state = State {
@@ -299,18 +301,31 @@ impl Broker {
         &self.inner.dir
     }
 
-    /// Appends a metadata event durably and applies it to the in-memory state in log order.
+    /// Appends a metadata event durably (fsync before it completes) and applies it to the in-memory
+    /// state in log order.
     pub(crate) async fn commit_meta(&self, event: MetaEvent) -> Result<()> {
+        self.commit_meta_as(event, FsyncPolicy::Always).await
+    }
+
+    /// [`Broker::commit_meta`] for an event that needs only `policy`: a queue group's deliveries and
+    /// acknowledgements, and a stream group's offsets, are as durable as their topic's records
+    /// (`Topic::config.fsync`), no more. Under `interval`, an ack does not wait for an fsync of the
+    /// metadata log (the topic's own records did not either); a crash may lose the last interval's
+    /// bookkeeping, so those records are delivered again (at least once), never lost. The log's order
+    /// holds: such an event is on disk no later than any durable event appended after it.
+    pub(crate) async fn commit_meta_as(&self, event: MetaEvent, policy: FsyncPolicy) -> Result<()> {
         let value = serde_json::to_vec(&event).map_err(|e| BrokerError::Metadata(e.to_string()))?;
         let batch = self.inner.meta_log.encode(&[NewRecord::value(value)])?;
         let (tx, rx) = oneshot::channel();
         let state = self.inner.state.clone();
-        self.inner.meta_log.append_encoded(batch, move |result| {
-            if result.is_ok() {
-                lock(&state).meta.apply(&event);
-            }
-            let _ = tx.send(result);
-        });
+        self.inner
+            .meta_log
+            .append_encoded_as(batch, policy, move |result| {
+                if result.is_ok() {
+                    lock(&state).meta.apply(&event);
+                }
+                let _ = tx.send(result);
+            });
         rx.await.map_err(|_| BrokerError::ShuttingDown)??;
         Ok(())
     }
@@ -710,11 +725,14 @@ impl Broker {
             map.insert(partition, offset);
         }
         self.check_commit(group, &topic, member, map.keys().copied())?;
-        self.commit_meta(MetaEvent::OffsetsCommitted {
-            group: group.into(),
-            topic: topic.name.clone(),
-            offsets: map.into_iter().collect(),
-        })
+        self.commit_meta_as(
+            MetaEvent::OffsetsCommitted {
+                group: group.into(),
+                topic: topic.name.clone(),
+                offsets: map.into_iter().collect(),
+            },
+            topic.config.fsync,
+        )
         .await
     }
 
@@ -913,6 +931,55 @@ fn open_topic(
 
 /// Meta logs with more events than this are compacted into one snapshot when the broker opens.
 const META_COMPACT_EVENTS: u64 = 10_000;
+
+/// Groups' positions past the end of their partition (a crash took records their bookkeeping had seen:
+/// with `fsync = interval` the topic and the metadata are flushed independently) are cut back to the
+/// end, so the records published next are delivered, not taken for done. True when anything was cut.
+fn cut_bookkeeping_to_log_ends(meta: &mut MetaState, topics: &HashMap<String, Arc<Topic>>) -> bool {
+    let mut cut = false;
+    let end = |topic: &str, partition: u32| {
+        topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .map(|log| log.next_offset())
+    };
+    for ((group, topic), queue) in &mut meta.queues {
+        for (&partition, part) in &mut queue.partitions {
+            if let Some(end) = end(topic, partition)
+                && part.cursor() > end
+            {
+                tracing::warn!(
+                    group,
+                    topic,
+                    partition,
+                    end,
+                    "queue group was past the partition's end (records lost in a crash); cut back"
+                );
+                part.cut_to(end);
+                cut = true;
+            }
+        }
+    }
+    for ((group, topic), offsets) in &mut meta.offsets {
+        for (&partition, offset) in offsets.iter_mut() {
+            if let Some(end) = end(topic, partition)
+                && *offset > end
+            {
+                tracing::warn!(
+                    group,
+                    topic,
+                    partition,
+                    end,
+                    committed = *offset,
+                    "committed offset was past the partition's end (records lost in a crash); cut back"
+                );
+                *offset = end;
+                cut = true;
+            }
+        }
+    }
+    cut
+}
 
 fn replay(meta_log: &Log) -> Result<MetaState> {
     let mut meta = MetaState::default();

@@ -126,6 +126,15 @@ impl QueuePartition {
         }
     }
 
+    /// Forgets everything at or above `end`: the partition ends there after a crash took records its
+    /// bookkeeping had already seen (both flushed in the background), so the offsets the next
+    /// records get are new to the group.
+    pub fn cut_to(&mut self, end: u64) {
+        self.floor = self.floor.min(end);
+        self.done.split_off(&end);
+        self.deliveries.split_off(&end);
+    }
+
     /// The first offset never handed out.
     pub fn cursor(&self) -> u64 {
         let after = |o: Option<&u64>| o.map_or(0, |o| o + 1);

@@ -406,22 +406,28 @@ impl Broker {
         let capped = skipped.len() >= MAX_SKIPPED_PER_PASS;
         if !skipped.is_empty() {
             // Records the subscription's filter rejects are done for this group without a delivery.
-            self.commit_meta(MetaEvent::QueueDone {
-                group: group.into(),
-                topic: t.name.clone(),
-                done: skipped,
-            })
+            self.commit_meta_as(
+                MetaEvent::QueueDone {
+                    group: group.into(),
+                    topic: t.name.clone(),
+                    done: skipped,
+                },
+                t.config.fsync,
+            )
             .await?;
         }
         if chosen.is_empty() {
             return Ok((Vec::new(), next_wake, capped));
         }
         let deliveries = chosen.iter().map(|(r, c)| (r.partition, r.offset, *c)).collect();
-        self.commit_meta(MetaEvent::QueueDelivered {
-            group: group.into(),
-            topic: t.name.clone(),
-            deliveries,
-        })
+        self.commit_meta_as(
+            MetaEvent::QueueDelivered {
+                group: group.into(),
+                topic: t.name.clone(),
+                deliveries,
+            },
+            t.config.fsync,
+        )
         .await?;
         let expires = Instant::now() + visibility;
         let expires_ms = now_ms() + visibility.as_millis() as i64;
@@ -492,11 +498,14 @@ impl Broker {
             .collect();
         self.publish(&dlq, letters).await?;
         let done = dead.iter().map(|(r, ..)| (r.partition, r.offset)).collect();
-        self.commit_meta(MetaEvent::QueueDone {
-            group: group.into(),
-            topic: t.name.clone(),
-            done,
-        })
+        self.commit_meta_as(
+            MetaEvent::QueueDone {
+                group: group.into(),
+                topic: t.name.clone(),
+                done,
+            },
+            t.config.fsync,
+        )
         .await?;
         tracing::warn!(group, topic = %t.name, dead_letter_topic = %dlq, records = dead.len(), "records dead-lettered");
         Ok(())
@@ -530,11 +539,14 @@ impl Broker {
     /// [`BrokerError::NotLeased`] (nothing is acknowledged then), [`BrokerError::TopicNotFound`].
     pub async fn ack(&self, group: &str, topic: &str, records: &[(u32, u64)]) -> Result<()> {
         let (t, _guard) = self.lock_leased(group, topic, records).await?;
-        self.commit_meta(MetaEvent::QueueDone {
-            group: group.into(),
-            topic: t.name.clone(),
-            done: records.to_vec(),
-        })
+        self.commit_meta_as(
+            MetaEvent::QueueDone {
+                group: group.into(),
+                topic: t.name.clone(),
+                done: records.to_vec(),
+            },
+            t.config.fsync,
+        )
         .await?;
         let mut state = lock(&self.inner.state);
         if let Some(rt) = state.queues.get_mut(&queue_key(group, &t.name)) {

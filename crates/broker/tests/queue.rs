@@ -291,3 +291,69 @@ async fn after_a_restart_acked_records_stay_acked_and_leased_ones_come_back() {
     );
     assert_eq!(broker.queue_info("w", "jobs").unwrap().depth, 2);
 }
+
+/// Under `fsync = interval` a topic's records and the groups' bookkeeping reach the disk
+/// independently, so a machine crash can leave a queue group (or a stream group's committed offset)
+/// past the end of its partition. On opening, that bookkeeping is cut back to the end, and written
+/// down: the records published at those offsets afterwards are delivered, not taken for done, also
+/// after a second restart.
+#[tokio::test]
+async fn bookkeeping_past_a_partition_lost_in_a_crash_is_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    let config = TopicConfig {
+        fsync: ferry_broker::FsyncPolicy::Interval(Duration::from_millis(50)),
+        ..TopicConfig::default()
+    };
+    broker.create_topic("jobs", config).await.unwrap();
+    broker
+        .publish("jobs", (0..3).map(|i| value(&format!("job-{i}"))).collect())
+        .await
+        .unwrap();
+    let segment = std::fs::read_dir(dir.path().join("topics"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("0").join("00000000000000000000.log"))
+        .next()
+        .unwrap();
+    let kept = std::fs::metadata(&segment).unwrap().len();
+    broker
+        .publish("jobs", (3..6).map(|i| value(&format!("job-{i}"))).collect())
+        .await
+        .unwrap();
+    let got = broker.receive("w", "jobs", take(6)).await.unwrap();
+    assert_eq!(got.len(), 6);
+    let ids: Vec<_> = got
+        .iter()
+        .map(|l| (l.record.partition, l.record.offset))
+        .collect();
+    broker.ack("w", "jobs", &ids).await.unwrap();
+    broker.commit("s", "jobs", &[(0, 6)]).await.unwrap();
+    drop(broker);
+
+    // The crash: the topic's last three records never reached the disk; the metadata did.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(kept)
+        .unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(
+        broker.describe_topic("jobs").unwrap().partitions[0].next_offset,
+        3
+    );
+    assert_eq!(broker.queue_info("w", "jobs").unwrap().depth, 0);
+    assert_eq!(broker.group_offsets("s", "jobs").unwrap()[0].committed, Some(3));
+    broker
+        .publish("jobs", vec![value("new-3"), value("new-4")])
+        .await
+        .unwrap();
+    drop(broker);
+
+    let broker = Broker::open(dir.path()).unwrap();
+    let again = broker.receive("w", "jobs", take(10)).await.unwrap();
+    let values: Vec<_> = again.iter().map(|l| l.record.value.clone()).collect();
+    assert_eq!(values, vec![Bytes::from("new-3"), Bytes::from("new-4")]);
+    assert!(again.iter().all(|l| l.deliveries == 1));
+    assert_eq!(broker.group_offsets("s", "jobs").unwrap()[0].committed, Some(3));
+}

@@ -131,7 +131,8 @@ pub struct Housekeeping {
 type Completion = Box<dyn FnOnce(Result<Appended>) + Send>;
 
 enum Command {
-    Append(EncodedBatch, Completion),
+    /// A batch, the policy it is appended under, and its completion.
+    Append(EncodedBatch, FsyncPolicy, Completion),
     Roll(SyncSender<Result<()>>),
     Housekeep(SyncSender<Result<Housekeeping>>),
     Flush(SyncSender<Result<()>>),
@@ -325,6 +326,10 @@ impl Log {
             unsynced_bytes: 0,
             last_sync: Instant::now(),
             syncing: Arc::new(AtomicBool::new(false)),
+            sync_group: false,
+            relaxed_due: None,
+            relaxed_every: Duration::ZERO,
+            synced_in_background: false,
         };
         let handle = std::thread::Builder::new()
             .name("ferry-log-writer".into())
@@ -406,6 +411,25 @@ impl Log {
     /// Queues an encoded batch and returns at once; `done` runs on the log's completion thread once the batch is
     /// durable under the fsync policy (or failed). `done` must not block.
     pub fn append_encoded(&self, batch: EncodedBatch, done: impl FnOnce(Result<Appended>) + Send + 'static) {
+        self.append_encoded_as(batch, self.shared.config.fsync, done);
+    }
+
+    /// [`Log::append_encoded`] for a batch that needs less than the log's policy: on a log with
+    /// `fsync = always`, a batch appended as [`FsyncPolicy::Interval`] completes once written and is
+    /// synced in the background within that interval (or by any later `always` append, whose fsync
+    /// covers everything before it), and one appended as [`FsyncPolicy::Never`] completes once written
+    /// and is synced by the next fsync of the log. The log's order is kept: completions run in append
+    /// order, and a crash can lose only a suffix of such batches. A policy stronger than the log's has no
+    /// effect (an append can relax its log's policy, not tighten it).
+    ///
+    /// This lets one log hold records of different durability: ferry's metadata log keeps a queue
+    /// group's deliveries and acknowledgements exactly as durable as the topic they belong to.
+    pub fn append_encoded_as(
+        &self,
+        batch: EncodedBatch,
+        policy: FsyncPolicy,
+        done: impl FnOnce(Result<Appended>) + Send + 'static,
+    ) {
         if batch.len() > self.shared.config.max_batch_bytes {
             return done(Err(Error::BatchTooLarge {
                 size: batch.len(),
@@ -420,8 +444,8 @@ impl Log {
         let Some(tx) = &self.tx else {
             return done(Err(Error::Closed));
         };
-        if let Err(mpsc::SendError(Command::Append(_, done))) =
-            tx.send(Command::Append(batch, Box::new(done)))
+        if let Err(mpsc::SendError(Command::Append(_, _, done))) =
+            tx.send(Command::Append(batch, policy, Box::new(done)))
         {
             done(Err(Error::Closed));
         }
@@ -573,8 +597,17 @@ struct Writer {
     /// Bytes written since the last fsync was started.
     unsynced_bytes: u64,
     last_sync: Instant,
-    /// True while a background fsync of this log (interval policy) is running.
+    /// True while a background fsync of this log is running.
     syncing: Arc<AtomicBool>,
+    /// Whether the group being staged must be synced before it completes: a log with `fsync = always`
+    /// got an append under that policy.
+    sync_group: bool,
+    /// When the earliest written but unsynced batch appended as [`FsyncPolicy::Interval`] to a log with
+    /// `fsync = always` must be on disk (see [`Log::append_encoded_as`]), and that interval.
+    relaxed_due: Option<Instant>,
+    relaxed_every: Duration,
+    /// Whether this log ever queued a background fsync (flush and close then wait for them).
+    synced_in_background: bool,
 }
 
 /// Under the interval policy, a background fsync also starts once this much was written since the last
@@ -614,12 +647,12 @@ impl Writer {
         let mut next_housekeeping = Instant::now() + self.shared.config.housekeeping_interval;
         loop {
             let mut deadline = next_housekeeping;
-            if let (FsyncPolicy::Interval(every), true) = (self.shared.config.fsync, self.unsynced) {
-                // While the last periodic fsync still runs, look again a little later rather than spin.
+            if let Some((due, every)) = self.sync_due() {
+                // While the last background fsync still runs, look again a little later rather than spin.
                 let due = if self.syncing.load(Ordering::Acquire) {
                     Instant::now() + (every / 10).max(Duration::from_millis(1))
                 } else {
-                    self.last_sync + every
+                    due
                 };
                 deadline = deadline.min(due);
             }
@@ -636,9 +669,9 @@ impl Writer {
             let mut cmd = Some(first);
             while let Some(c) = cmd.take() {
                 match c {
-                    Command::Append(batch, done) => {
+                    Command::Append(batch, policy, done) => {
                         group_bytes += batch.len();
-                        self.stage(batch, done);
+                        self.stage(batch, policy, done);
                     }
                     Command::Roll(reply) => {
                         let r = self.roll(true);
@@ -659,7 +692,7 @@ impl Writer {
                     cmd = rx.try_recv().ok();
                 }
             }
-            let sync = self.shared.config.fsync == FsyncPolicy::Always;
+            let sync = std::mem::take(&mut self.sync_group);
             if let Err(e) = self.write_pending(sync) {
                 tracing::error!(dir = %self.shared.dir.display(), error = %e, "log append failed");
             }
@@ -680,7 +713,7 @@ impl Writer {
     /// thread runs its jobs in order, so a marker queued now runs after them.
     /// A failed one has poisoned the log: that is the error.
     fn await_background_syncs(&self) -> Result<()> {
-        if self.shared.config.fsync != FsyncPolicy::Always {
+        if self.synced_in_background {
             let (tx, rx) = mpsc::sync_channel::<()>(1);
             sync_in_background(Box::new(move || {
                 let _ = tx.send(());
@@ -706,17 +739,35 @@ impl Writer {
         }
     }
 
-    /// The interval policy's periodic fsync, off this thread: appends go on while the disk catches up
-    /// (an fsync of a second's writes can take hundreds of milliseconds). Due when the interval is over
-    /// or [`BACKGROUND_SYNC_BYTES`] were written since the last. A failed one poisons the log, as a
-    /// failed write does. One at a time per log; an explicit flush and closing sync here, in line, and
-    /// wait for the background ones.
+    /// When the next background fsync is due, and the interval it is due by: the interval policy's,
+    /// or that of the earliest unsynced batch appended as [`FsyncPolicy::Interval`] to a log with
+    /// `fsync = always`. `None` when nothing written waits for one.
+    fn sync_due(&self) -> Option<(Instant, Duration)> {
+        if !self.unsynced {
+            return None;
+        }
+        let periodic = match self.shared.config.fsync {
+            FsyncPolicy::Interval(every) => Some((self.last_sync + every, every)),
+            _ => None,
+        };
+        let relaxed = self.relaxed_due.map(|due| (due, self.relaxed_every));
+        match (periodic, relaxed) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The periodic fsync (interval policy, or batches appended as interval to an `always` log), off
+    /// this thread: appends go on while the disk catches up (an fsync of a second's writes can take
+    /// hundreds of milliseconds). Due when the interval is over or [`BACKGROUND_SYNC_BYTES`] were
+    /// written since the last. A failed one poisons the log, as a failed write does. One at a time per
+    /// log; an explicit flush and closing sync here, in line, and wait for the background ones.
     fn sync_if_due(&mut self) {
-        let FsyncPolicy::Interval(every) = self.shared.config.fsync else {
+        let Some((due, _)) = self.sync_due() else {
             return;
         };
-        let due = self.last_sync.elapsed() >= every || self.unsynced_bytes >= BACKGROUND_SYNC_BYTES;
-        if !self.unsynced || !due || self.syncing.load(Ordering::Acquire) {
+        let due = Instant::now() >= due || self.unsynced_bytes >= BACKGROUND_SYNC_BYTES;
+        if !due || self.syncing.load(Ordering::Acquire) {
             return;
         }
         if let Err(e) = self.write_pending(false) {
@@ -725,6 +776,7 @@ impl Writer {
         }
         self.unsynced = false;
         self.unsynced_bytes = 0;
+        self.relaxed_due = None;
         self.last_sync = Instant::now();
         self.syncing.store(true, Ordering::Release);
         let (segment, syncing) = (self.active.clone(), self.syncing.clone());
@@ -743,11 +795,12 @@ impl Writer {
     /// Runs `sync` on the background fsync thread, then `after`: its time goes to the observer, and a
     /// failure poisons the log (what reached the disk is then unknown), as a failed write does.
     fn fsync_in_background(
-        &self,
+        &mut self,
         what: &'static str,
         sync: impl FnOnce() -> Result<()> + Send + 'static,
         after: impl FnOnce() + Send + 'static,
     ) {
+        self.synced_in_background = true;
         let (shared, observer) = (self.shared.clone(), self.observer.clone());
         sync_in_background(Box::new(move || {
             let started = Instant::now();
@@ -767,11 +820,25 @@ impl Writer {
     }
 
     /// Gives a batch its offsets and queues it; rolls first if it would not fit the active segment.
-    fn stage(&mut self, mut batch: EncodedBatch, done: Completion) {
+    /// `policy` is what the batch needs (see [`Log::append_encoded_as`]).
+    fn stage(&mut self, mut batch: EncodedBatch, policy: FsyncPolicy, done: Completion) {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return done(Err(Error::Poisoned {
                 path: self.shared.dir.clone(),
             }));
+        }
+        if self.shared.config.fsync == FsyncPolicy::Always {
+            match policy {
+                FsyncPolicy::Always => self.sync_group = true,
+                FsyncPolicy::Interval(every) => {
+                    let due = Instant::now() + every;
+                    if self.relaxed_due.is_none_or(|d| due < d) {
+                        self.relaxed_due = Some(due);
+                        self.relaxed_every = every;
+                    }
+                }
+                FsyncPolicy::Never => {}
+            }
         }
         let cfg = self.shared.clone();
         let cfg = &cfg.config;
@@ -911,6 +978,7 @@ impl Writer {
                 .map_err(Error::io("syncing segment", &self.active.log_path))?;
             self.unsynced = false;
             self.unsynced_bytes = 0;
+            self.relaxed_due = None;
             self.last_sync = Instant::now();
             if let Some(o) = &self.observer {
                 o.fsynced(started.elapsed());

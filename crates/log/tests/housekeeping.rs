@@ -132,3 +132,80 @@ fn a_rolled_segment_is_synced_in_the_background_and_flush_waits_for_it() {
         assert_eq!(back.first().map(|r| r.offset), Some(0));
     }
 }
+
+/// On a log with `fsync = always`, a batch appended as `interval` completes once written, without an
+/// fsync, and reaches the disk in the background within its interval, or with the next `always`
+/// append, whose fsync covers it; one appended as `never` waits for the next fsync of the log.
+/// Completions keep the append order whatever the mix, and everything is there after reopening.
+#[test]
+fn appends_can_relax_an_always_log_and_keep_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, synced) = mpsc::channel();
+    let options = || ferry_log::LogOptions {
+        config: LogConfig {
+            fsync: FsyncPolicy::Always,
+            ..LogConfig::default()
+        },
+        clock: std::sync::Arc::new(ferry_log::SystemClock),
+        observer: Some(std::sync::Arc::new(SyncThreads(std::sync::Mutex::new(
+            tx.clone(),
+        )))),
+    };
+    let log = Log::open_with(dir.path(), options()).unwrap();
+    let append_as = |policy: FsyncPolicy| {
+        let (tx, rx) = mpsc::channel();
+        let batch = log.encode(&[NewRecord::value(Bytes::from_static(b"x"))]).unwrap();
+        log.append_encoded_as(batch, policy, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap().unwrap()
+    };
+    // An observer hears of an fsync before the batches it covered complete.
+    append_as(FsyncPolicy::Interval(Duration::from_secs(3600)));
+    assert_eq!(
+        synced.try_recv().ok(),
+        None,
+        "an interval append waited for an fsync"
+    );
+    append_as(FsyncPolicy::Never);
+    assert_eq!(synced.try_recv().ok(), None, "a never append waited for an fsync");
+    append_as(FsyncPolicy::Always);
+    assert_eq!(
+        synced.try_recv().ok(),
+        Some(Some("ferry-log-writer".to_string())),
+        "an always append is synced before it completes"
+    );
+    // Due within 5 ms: synced on the background thread, with no other append to carry it.
+    append_as(FsyncPolicy::Interval(Duration::from_millis(5)));
+    let thread = synced
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the relaxed append was never synced");
+    assert_eq!(thread.as_deref(), Some("ferry-log-sync"));
+    // A `never` append is synced by a flush.
+    append_as(FsyncPolicy::Never);
+    assert_eq!(synced.try_recv().ok(), None);
+    log.flush().unwrap();
+    assert_eq!(synced.try_recv().ok(), Some(Some("ferry-log-writer".to_string())));
+
+    // Completions in append order, whatever each append's policy.
+    let (done_tx, done) = mpsc::channel();
+    let policies = [
+        FsyncPolicy::Always,
+        FsyncPolicy::Interval(Duration::from_millis(1)),
+        FsyncPolicy::Never,
+        FsyncPolicy::Interval(Duration::from_secs(3600)),
+    ];
+    for i in 0..400 {
+        let done_tx = done_tx.clone();
+        let batch = log.encode(&[NewRecord::value(Bytes::from_static(b"y"))]).unwrap();
+        log.append_encoded_as(batch, policies[i % policies.len()], move |r| {
+            let _ = done_tx.send(r.map(|a| a.base_offset));
+        });
+    }
+    drop(done_tx);
+    let offsets: Vec<u64> = done.iter().map(|r| r.unwrap()).collect();
+    assert_eq!(offsets, (5..405).collect::<Vec<u64>>());
+    drop(log);
+    let log = Log::open_with(dir.path(), options()).unwrap();
+    assert_eq!(log.next_offset(), 405);
+}
