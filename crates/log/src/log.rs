@@ -4,7 +4,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -301,11 +301,14 @@ impl Log {
         });
         let (tx, rx) = mpsc::sync_channel(4096);
         let (completer, completions) = mpsc::channel::<Vec<(Completion, Result<Appended>)>>();
+        let queued_completions = Arc::new(AtomicUsize::new(0));
+        let queued = queued_completions.clone();
         let completion_thread = std::thread::Builder::new()
             .name("ferry-log-acks".into())
             .spawn(move || {
                 for group in completions {
                     group.into_iter().for_each(|(done, result)| done(result));
+                    queued.fetch_sub(1, Ordering::AcqRel);
                 }
             })
             .map_err(Error::io("spawning completion thread", &shared.dir))?;
@@ -320,6 +323,7 @@ impl Log {
             pending: Vec::new(),
             pending_bytes: 0,
             completer,
+            queued_completions,
             pending_index: Vec::new(),
             pending_index_entries: 0,
             unsynced: false,
@@ -408,8 +412,10 @@ impl Log {
         EncodedBatch::encode(records, self.shared.clock.now_ms())
     }
 
-    /// Queues an encoded batch and returns at once; `done` runs on the log's completion thread once the batch is
-    /// durable under the fsync policy (or failed). `done` must not block.
+    /// Queues an encoded batch and returns at once; `done` runs once the batch is durable under the fsync
+    /// policy (or failed), on the log's completion thread, or on its writer thread when the batch needed no
+    /// fsync (completions run in append order either way). `done` must not block, nor wait for an append to
+    /// any log.
     pub fn append_encoded(&self, batch: EncodedBatch, done: impl FnOnce(Result<Appended>) + Send + 'static) {
         self.append_encoded_as(batch, self.shared.config.fsync, done);
     }
@@ -591,6 +597,8 @@ struct Writer {
     pending: Vec<(EncodedBatch, Completion, Appended)>,
     pending_bytes: u64,
     completer: mpsc::Sender<Vec<(Completion, Result<Appended>)>>,
+    /// Groups sent to the completion thread and not yet completed there.
+    queued_completions: Arc<AtomicUsize>,
     pending_index: Vec<u8>,
     pending_index_entries: u64,
     unsynced: bool,
@@ -913,10 +921,19 @@ impl Writer {
             }
         };
         if !done.is_empty() {
-            // Waking the appenders is left to the completion thread, so the writer can start on the next
-            // group (and its fsync) while they are being woken.
-            if let Err(mpsc::SendError(done)) = self.completer.send(done) {
+            if !sync && self.queued_completions.load(Ordering::Acquire) == 0 {
+                // Nothing was synced, so there is no fsync to overlap with waking the appenders, and no
+                // earlier group waits on the completion thread: complete here, in order, and save
+                // the appenders a thread hop.
                 done.into_iter().for_each(|(f, r)| f(r));
+            } else {
+                // Waking the appenders is left to the completion thread, so the writer can start on
+                // the next group (and its fsync) while they are being woken.
+                self.queued_completions.fetch_add(1, Ordering::AcqRel);
+                if let Err(mpsc::SendError(done)) = self.completer.send(done) {
+                    self.queued_completions.fetch_sub(1, Ordering::AcqRel);
+                    done.into_iter().for_each(|(f, r)| f(r));
+                }
             }
         }
         result
