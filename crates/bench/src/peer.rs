@@ -47,11 +47,12 @@ pub trait Producer: Send {
 /// Consumes messages of one destination with acknowledgements, as a queue consumer.
 pub trait Consumer: Send {
     /// Up to `max` next messages, waiting up to `wait` for the first; their acknowledgement is under
-    /// way when they are returned, and (where the peer answers acks at all) its answer is awaited
-    /// before the next receive. Consumers of JetStream and AMQP get no answer to an ack; ferry's is
-    /// answered once durable. Waiting for it before returning would add its round trip and fsync to
-    /// every batch's latency; waiting before the next receive still adds it to the next batch's when
-    /// messages come faster than that.
+    /// way when they are returned, and (where the peer answers acks at all) its answer is awaited once
+    /// the next receive returned, before the next ack starts: at most one ack in flight, running
+    /// alongside the next receive, as a consumer that pipelines its acks does. Consumers of JetStream
+    /// and AMQP get no answer to an ack; ferry's is answered once durable. Waiting for it before
+    /// returning, or before the next receive, would add its round trip (and under `always` its fsync)
+    /// to the next batch's latency whenever messages come faster than that.
     fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, anyhow::Result<Vec<Bytes>>>;
 
     /// Waits for what is still under way (the last batch's acknowledgement), so that its failure is
@@ -98,7 +99,7 @@ pub fn checked_name(name: &str) -> anyhow::Result<&str> {
 }
 
 /// The acknowledgement of a consumer's last batch, under way in a task of its own (see
-/// [`Consumer::next`]): ferry's consumers start one per batch and await it before the next receive.
+/// [`Consumer::next`]): ferry's consumers start one per batch and await it before the next one.
 #[derive(Debug, Default)]
 pub struct PendingAck(Option<tokio::task::JoinHandle<anyhow::Result<()>>>);
 

@@ -144,7 +144,7 @@ impl Producer for EmbeddedProducer {
 struct EmbeddedConsumer {
     broker: Broker,
     topic: String,
-    /// The last batch's ack, awaited before the next receive (see `Consumer::next`).
+    /// The last batch's ack, awaited before the next one starts (see `Consumer::next`).
     acking: PendingAck,
 }
 
@@ -156,8 +156,8 @@ impl Consumer for EmbeddedConsumer {
                 max_wait: wait,
                 visibility_timeout: None,
             };
-            self.acking.wait().await?;
             let got = self.broker.receive(GROUP, &self.topic, options).await?;
+            self.acking.wait().await?;
             let ids: Vec<(u32, u64)> = got
                 .iter()
                 .map(|l| (l.record.partition, l.record.offset))

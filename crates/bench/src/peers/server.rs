@@ -238,15 +238,15 @@ impl Producer for ServerProducer {
 
 struct ServerConsumer {
     queue: QueueConsumer,
-    /// The last batch's ack, awaited before the next receive (see `Consumer::next`).
+    /// The last batch's ack, awaited before the next one starts (see `Consumer::next`).
     acking: PendingAck,
 }
 
 impl Consumer for ServerConsumer {
     fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, anyhow::Result<Vec<Bytes>>> {
         Box::pin(async move {
-            self.acking.wait().await?;
             let got = self.queue.receive(max, wait, None).await?;
+            self.acking.wait().await?;
             let values = got.iter().map(|d| d.record.value.clone()).collect();
             if !got.is_empty() {
                 let queue = self.queue.clone();
