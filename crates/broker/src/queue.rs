@@ -201,6 +201,26 @@ impl Broker {
     /// # Errors
     /// [`BrokerError::InvalidName`], [`BrokerError::TopicNotFound`], [`BrokerError::Storage`].
     pub async fn receive(&self, group: &str, topic: &str, options: ReceiveOptions) -> Result<Vec<Leased>> {
+        self.receive_until(group, topic, options, std::future::pending())
+            .await
+    }
+
+    /// [`Broker::receive`] for a receiver that may go away: once `gone` completes, the receive stops
+    /// waiting and returns what it has, nothing (a pass that is leasing records finishes first, so
+    /// none is left half-delivered). A server passes its client's disconnection here, so that a
+    /// long-poll whose client is gone does not lease records nobody will get, which would then be
+    /// invisible for their visibility timeout.
+    ///
+    /// # Errors
+    /// As [`Broker::receive`].
+    pub async fn receive_until(
+        &self,
+        group: &str,
+        topic: &str,
+        options: ReceiveOptions,
+        gone: impl Future<Output = ()>,
+    ) -> Result<Vec<Leased>> {
+        tokio::pin!(gone);
         validate_name("group", group)?;
         let t = self.topic(topic)?;
         if !lock(&self.inner.state)
@@ -216,6 +236,11 @@ impl Broker {
             let notified = t.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let already_gone =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(gone.as_mut().poll(cx).is_ready())).await;
+            if already_gone {
+                return Ok(Vec::new());
+            }
             let (leased, next_wake, more) = {
                 let _guard = lock_.lock().await;
                 self.receive_once(group, &t, options).await?
@@ -228,7 +253,10 @@ impl Broker {
                 return Ok(leased);
             }
             let wake = next_wake.map_or(deadline, |w| w.min(deadline));
-            let _ = tokio::time::timeout_at(wake, notified).await;
+            tokio::select! {
+                _ = tokio::time::timeout_at(wake, notified) => {}
+                () = gone.as_mut() => return Ok(Vec::new()),
+            }
         }
     }
 

@@ -357,3 +357,58 @@ async fn bookkeeping_past_a_partition_lost_in_a_crash_is_cut_back() {
     assert!(again.iter().all(|l| l.deliveries == 1));
     assert_eq!(broker.group_offsets("s", "jobs").unwrap()[0].committed, Some(3));
 }
+
+/// `receive_until` stops waiting once its receiver is gone and leases nothing then: a record published
+/// afterwards goes to the next receiver with its first delivery; a receiver already gone gets nothing
+/// even when records are there.
+#[tokio::test]
+async fn a_receive_whose_receiver_is_gone_stops_waiting_and_leases_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(dir.path(), 1, 1).await;
+    let first = broker.receive("w", "jobs", take(10)).await.unwrap();
+    broker
+        .ack(
+            "w",
+            "jobs",
+            &[(first[0].record.partition, first[0].record.offset)],
+        )
+        .await
+        .unwrap();
+    let options = ReceiveOptions {
+        max_records: 10,
+        max_wait: Duration::from_secs(60),
+        visibility_timeout: None,
+    };
+    let (gone_tx, gone) = tokio::sync::oneshot::channel::<()>();
+    let waiting = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            broker
+                .receive_until("w", "jobs", options, async move {
+                    let _ = gone.await;
+                })
+                .await
+        })
+    };
+    gone_tx.send(()).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the receive went on waiting after its receiver was gone")
+        .unwrap()
+        .unwrap();
+    assert!(got.is_empty());
+
+    broker.publish("jobs", vec![value("z")]).await.unwrap();
+    let gone_already = broker
+        .receive_until("w", "jobs", options, std::future::ready(()))
+        .await
+        .unwrap();
+    assert!(
+        gone_already.is_empty(),
+        "a receiver already gone was leased {gone_already:?}"
+    );
+    let got = broker.receive("w", "jobs", take(10)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].record.value, Bytes::from("z"));
+    assert_eq!(got[0].deliveries, 1);
+}

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::on_engine::Settle;
@@ -203,6 +204,9 @@ async fn requests(
     access: Option<Access>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // Cancelled once the connection is done with (closed, broken, or the server stopping): its
+    // waiting RECEIVEs then stop waiting and lease nothing more.
+    let gone = CancellationToken::new();
     // On an engine, the PUBLISHes of this connection run one at a time, in order.
     let publish_order = Arc::new(tokio::sync::Mutex::new(()));
     loop {
@@ -265,8 +269,18 @@ async fn requests(
                 max_wait_ms,
                 visibility_ms,
             } => {
+                let gone = gone.clone();
                 tokio::spawn(async move {
-                    match receive(&state, group, topic, max_records, max_wait_ms, visibility_ms).await {
+                    let leased = receive(
+                        &state,
+                        group,
+                        topic,
+                        max_records,
+                        max_wait_ms,
+                        visibility_ms,
+                        &gone,
+                    );
+                    match leased.await {
                         Ok(leased) => answers.send(
                             id,
                             &Response::Records {
@@ -309,6 +323,7 @@ async fn requests(
             }
         }
     }
+    gone.cancel();
     // Every request in flight holds a permit: all of them back means all are answered.
     let _ = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
 }
@@ -365,6 +380,7 @@ async fn receive(
     max_records: u32,
     max_wait_ms: u32,
     visibility_ms: u32,
+    gone: &CancellationToken,
 ) -> Result<Vec<Leased>, ApiError> {
     let max_records = in_range("max_records", u64::from(max_records), 1..=MAX_RECEIVE)?;
     let max_wait_ms = in_range("max_wait_ms", u64::from(max_wait_ms), 0..=MAX_WAIT_MS)?;
@@ -384,6 +400,7 @@ async fn receive(
         max_records as usize,
         Duration::from_millis(max_wait_ms),
         visibility,
+        gone,
     )
     .await
 }

@@ -369,3 +369,50 @@ async fn shutdown_answers_a_waiting_receive_and_closes_the_connection() {
         "the HTTP side stopped too"
     );
 }
+
+/// A RECEIVE waiting when its client goes away stops waiting and leases nothing: a record published
+/// afterwards goes to the next receiver at once (deliveries 1), not after a visibility timeout spent
+/// leased to a dead connection. The client half-closes, so that the server's answer (nothing, long
+/// before the 60 s wait) can still be read.
+#[tokio::test]
+async fn a_receive_whose_client_went_away_stops_waiting_and_leases_nothing() {
+    let server = Server::start(ServerOptions::default()).await;
+    let mut c = Conn::ready(&server.wire, "").await;
+    let receive = Request::Receive {
+        group: "workers".into(),
+        topic: "orders".into(),
+        max_records: 10,
+        max_wait_ms: 60_000,
+        visibility_ms: 0,
+    };
+    assert!(matches!(
+        c.call(1, &publish("orders", &["a"])).await,
+        Response::Published { .. }
+    ));
+    let Response::Records { records } = c.call(2, &receive).await else {
+        panic!()
+    };
+    assert_eq!(records.len(), 1);
+    c.send(3, &receive).await;
+    // Requests are read in order: once 4 is answered, the server holds 3 and it is waiting.
+    c.call(4, &publish("elsewhere", &["b"])).await;
+    c.stream.shutdown().await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(30), c.recv())
+        .await
+        .expect("the waiting receive was not ended by the client going away");
+    assert_eq!(answer, Some((3, Response::Records { records: vec![] })));
+    assert!(c.recv().await.is_none());
+
+    let mut d = Conn::ready(&server.wire, "").await;
+    assert!(matches!(
+        d.call(1, &publish("orders", &["z"])).await,
+        Response::Published { .. }
+    ));
+    let Response::Records { records } = d.call(2, &receive).await else {
+        panic!()
+    };
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].value.as_ref(), b"z");
+    assert_eq!(records[0].deliveries, 1);
+    server.stop().await;
+}

@@ -43,6 +43,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ferry_broker::{BrokerError, Leased, QueueConfig, QueueInfo, ReceiveOptions};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::on_engine::{self, Settle};
@@ -217,6 +218,9 @@ pub(super) async fn receive(
         .visibility_timeout_ms
         .map(|v| in_range("visibility_timeout_ms", v, 1..=MAX_VISIBILITY_MS))
         .transpose()?;
+    // Cancelled when this handler is dropped, which hyper does when the client goes away.
+    let gone = CancellationToken::new();
+    let _gone_on_drop = gone.clone().drop_guard();
     let leased = receive_records(
         &state,
         group,
@@ -224,6 +228,7 @@ pub(super) async fn receive(
         max_records as usize,
         Duration::from_millis(max_wait_ms),
         visibility.map(Duration::from_millis),
+        &gone,
     )
     .await?;
     let records = leased
@@ -242,6 +247,9 @@ pub(super) async fn receive(
 
 /// Leases up to `max_records` of the group on the broker or the engine, long-polling up to `max_wait`;
 /// the limits are checked by the caller. Shared by `POST .../receive` and the wire protocol's RECEIVE.
+/// Once `gone` is cancelled (the client went away) the long-poll stops: on the embedded broker it
+/// stops waiting and leases nothing more, so no record is leased to a receiver that cannot get it; on
+/// an engine no further slice starts (the one under way, up to 250 ms, may still lease).
 pub(crate) async fn receive_records(
     state: &AppState,
     group: String,
@@ -249,10 +257,16 @@ pub(crate) async fn receive_records(
     max_records: usize,
     max_wait: Duration,
     visibility: Option<Duration>,
+    gone: &CancellationToken,
 ) -> Result<Vec<Leased>, ApiError> {
     if let Some(e) = state.engine() {
-        let got =
-            on_engine::receive(state, e, group, topic.clone(), max_records, max_wait, visibility).await?;
+        let receive = on_engine::receive(state, e, group, topic.clone(), max_records, max_wait, visibility);
+        let got = tokio::select! {
+            got = receive => got?,
+            // No further slice starts; the engine's receive under way is not told (it may still
+            // lease what comes within its slice, which then comes back after its lease).
+            () = gone.cancelled() => Vec::new(),
+        };
         state.metrics().records_out(&topic, got.iter().map(|r| &r.record));
         return Ok(got
             .into_iter()
@@ -268,20 +282,30 @@ pub(crate) async fn receive_records(
         max_wait: Duration::ZERO,
         visibility_timeout: visibility,
     };
-    let leased = state
-        .long_poll(max_wait, |max_wait| {
-            let (state, broker) = (state.clone(), state.broker().clone());
-            let (group, topic) = (group.clone(), topic.clone());
-            let options = ReceiveOptions { max_wait, ..options };
-            // Detached: a receive counts deliveries durably, then records the leases; stopped in between,
-            // its records would be handed out again at once instead of after their lease.
-            async move {
-                Ok(state
-                    .detached(async move { broker.receive(&group, &topic, options).await })
-                    .await??)
-            }
-        })
-        .await?;
+    let poll = state.long_poll(max_wait, |max_wait| {
+        let (state, broker) = (state.clone(), state.broker().clone());
+        let (group, topic) = (group.clone(), topic.clone());
+        let options = ReceiveOptions { max_wait, ..options };
+        let gone = gone.clone();
+        // Detached: a receive counts deliveries durably, then records the leases; stopped in between,
+        // its records would be handed out again at once instead of after their lease. It stops
+        // waiting by itself once the client is gone.
+        async move {
+            Ok(state
+                .detached(async move {
+                    broker
+                        .receive_until(&group, &topic, options, gone.cancelled_owned())
+                        .await
+                })
+                .await??)
+        }
+    });
+    let leased = tokio::select! {
+        leased = poll => leased?,
+        // The slice under way has stopped waiting (or is finishing a pass whose records nobody will
+        // get now; they come back after their lease): no further slice.
+        () = gone.cancelled() => Vec::new(),
+    };
     state
         .metrics()
         .records_out(&topic, leased.iter().map(|l| &l.record));
