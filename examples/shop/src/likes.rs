@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -304,14 +304,7 @@ async fn like(
 
 /// `GET /healthz`: `{"status": "ok", "outbox_pending", "published", "consumer": {...}}`.
 async fn health(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let pending = s.db.run(|c| Ok::<_, ApiError>(outbox::pending(c)?)).await?;
-    Ok(Json(json!({
-        "status": "ok",
-        "service": "likes",
-        "outbox_pending": pending,
-        "published": s.published.load(Ordering::Relaxed),
-        "consumer": s.stats.to_json(),
-    })))
+    Ok(Json(web::health("likes", &s.db, &s.published, &s.stats).await?))
 }
 
 #[cfg(test)]

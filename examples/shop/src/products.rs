@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use anyhow::Context;
 use axum::Json;
@@ -80,6 +80,19 @@ pub struct Product {
     pub image: String,
     /// Likes counted from `product_liked` events.
     pub likes: i64,
+}
+
+impl Product {
+    /// The product as the API shows it: its state and its likes.
+    fn of(state: ProductState, likes: i64) -> Self {
+        Self {
+            id: state.id,
+            title: state.title,
+            description: state.description,
+            image: state.image,
+            likes,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -195,13 +208,7 @@ fn insert(conn: &mut Connection, input: ProductInput) -> Result<Product, ApiErro
     };
     outbox::enqueue(&tx, PRODUCTS_TOPIC, &event)?;
     tx.commit()?;
-    Ok(Product {
-        id,
-        title: state.title,
-        description: state.description,
-        image: state.image,
-        likes: 0,
-    })
+    Ok(Product::of(state, 0))
 }
 
 /// Replaces a product's fields, raises its version and adds `product_updated`.
@@ -234,13 +241,7 @@ fn replace(conn: &mut Connection, id: i64, input: ProductInput) -> Result<Produc
         },
     )?;
     tx.commit()?;
-    Ok(Product {
-        id,
-        title: state.title,
-        description: state.description,
-        image: state.image,
-        likes,
-    })
+    Ok(Product::of(state, likes))
 }
 
 /// Deletes a product and adds `product_deleted` with the version after its last.
@@ -328,14 +329,9 @@ async fn random_user(State(s): State<AppState>) -> Result<Json<Value>, ApiError>
 
 /// `GET /healthz`: `{"status": "ok", "outbox_pending", "published", "consumer": {...}}`.
 async fn health(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let pending = s.db.run(|c| Ok::<_, ApiError>(outbox::pending(c)?)).await?;
-    Ok(Json(json!({
-        "status": "ok",
-        "service": "products",
-        "outbox_pending": pending,
-        "published": s.published.load(Ordering::Relaxed),
-        "consumer": s.stats.to_json(),
-    })))
+    Ok(Json(
+        web::health("products", &s.db, &s.published, &s.stats).await?,
+    ))
 }
 
 #[cfg(test)]

@@ -111,6 +111,27 @@ pub fn product_input(body: Option<Map<String, Value>>) -> Result<ProductInput, A
     })
 }
 
+/// The `GET /healthz` answer of a service: `{"status": "ok", "service", "outbox_pending", "published",
+/// "consumer": {...}}`.
+///
+/// # Errors
+/// The database's.
+pub async fn health(
+    service: &'static str,
+    db: &crate::db::Db,
+    published: &std::sync::atomic::AtomicU64,
+    stats: &crate::inbox::Stats,
+) -> Result<Value, ApiError> {
+    let pending = db.run(|c| Ok::<_, ApiError>(crate::outbox::pending(c)?)).await?;
+    Ok(serde_json::json!({
+        "status": "ok",
+        "service": service,
+        "outbox_pending": pending,
+        "published": published.load(std::sync::atomic::Ordering::Relaxed),
+        "consumer": stats.to_json(),
+    }))
+}
+
 /// A service's routes with JSON answers for unknown routes (404) and methods (405), and the body
 /// limit ([`MAX_BODY_BYTES`], 413 past it).
 pub fn finish(router: Router) -> Router {
