@@ -31,6 +31,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every workload, in the order a round runs them.
+    pub const ALL: [Self; 4] = [Self::Publish, Self::Consume, Self::Both, Self::Paced];
+
     /// How tables name it.
     pub fn label(self) -> &'static str {
         match self {
@@ -414,37 +417,57 @@ async fn limited<T>(
         .map_err(|_| anyhow::anyhow!("{what} took more than {limit:?}"))?
 }
 
-/// Runs publish only, then consume only of what it stored, then both at once, then (with
+/// Runs the `kinds` asked for, in this order: publish only, then consume only of what it stored (a
+/// consume runs the publish that fills its topic, measured or not), then both at once, then (with
 /// `shape.rate`) both at once at that fixed rate, each on a fresh destination removed afterwards;
 /// returns the measurements in that order.
 ///
 /// # Errors
 /// The peer failing, or messages missing.
-pub async fn round(peer: &Arc<dyn Peer>, name: &str, shape: Shape) -> anyhow::Result<Vec<Measured>> {
+pub async fn round(
+    peer: &Arc<dyn Peer>,
+    name: &str,
+    shape: Shape,
+    kinds: &[Kind],
+) -> anyhow::Result<Vec<Measured>> {
     let limit = shape.duration * 4 + Duration::from_secs(60);
-    // Publish only, then consume what it stored.
-    peer.prepare(name).await?;
-    let before = usage(peer.server_pid());
-    let (published, took) = limited("publishing", limit, publish(peer, name, shape, None)).await?;
-    let publish_only = measured(peer, Kind::Publish, shape, &published, took, before);
-    let before = usage(peer.server_pid());
-    let expected = Arc::new(AtomicU64::new(published.count));
-    let producing = Arc::new(AtomicBool::new(false));
-    let consuming = consume(peer, name, shape.consumers, expected, producing);
-    let (consumed, started, last) = limited("consuming", limit, consuming).await?;
-    anyhow::ensure!(
-        consumed.count >= published.count,
-        "{}: consumed {} of {} messages",
-        peer.name(),
-        consumed.count,
-        published.count
-    );
-    let consume_only = measured(peer, Kind::Consume, shape, &consumed, last - started, before);
-    peer.remove(name).await?;
-
-    let mut all = vec![publish_only, consume_only];
-    all.push(both(peer, &format!("{name}-both"), shape, None).await?);
-    if let Some(rate) = shape.rate {
+    let mut all = Vec::new();
+    if kinds.contains(&Kind::Publish) || kinds.contains(&Kind::Consume) {
+        // Publish only, then consume what it stored.
+        peer.prepare(name).await?;
+        let before = usage(peer.server_pid());
+        let (published, took) = limited("publishing", limit, publish(peer, name, shape, None)).await?;
+        if kinds.contains(&Kind::Publish) {
+            all.push(measured(peer, Kind::Publish, shape, &published, took, before));
+        }
+        if kinds.contains(&Kind::Consume) {
+            let before = usage(peer.server_pid());
+            let expected = Arc::new(AtomicU64::new(published.count));
+            let producing = Arc::new(AtomicBool::new(false));
+            let consuming = consume(peer, name, shape.consumers, expected, producing);
+            let (consumed, started, last) = limited("consuming", limit, consuming).await?;
+            anyhow::ensure!(
+                consumed.count >= published.count,
+                "{}: consumed {} of {} messages",
+                peer.name(),
+                consumed.count,
+                published.count
+            );
+            all.push(measured(
+                peer,
+                Kind::Consume,
+                shape,
+                &consumed,
+                last - started,
+                before,
+            ));
+        }
+        peer.remove(name).await?;
+    }
+    if kinds.contains(&Kind::Both) {
+        all.push(both(peer, &format!("{name}-both"), shape, None).await?);
+    }
+    if let Some(rate) = shape.rate.filter(|_| kinds.contains(&Kind::Paced)) {
         all.push(both(peer, &format!("{name}-paced"), shape, Some(rate)).await?);
     }
     Ok(all)

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use ferry_bench::peer::{Durability, Peer};
 use ferry_bench::peers::{embedded::EmbeddedPeer, nats::NatsPeer, rabbitmq::RabbitPeer, server::ServerPeer};
 use ferry_bench::report::{self, Report, Row, Unmeasured};
-use ferry_bench::run::{Shape, round};
+use ferry_bench::run::{Kind, Shape, round};
 
 /// A system to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,6 +45,30 @@ impl From<Class> for Durability {
     }
 }
 
+/// A workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Producers publish as fast as confirms come back.
+    Publish,
+    /// Consumers read and acknowledge a pre-filled topic (its publish runs first, measured or not).
+    Consume,
+    /// Publish and consume at once, as fast as they go.
+    Both,
+    /// Publish and consume at once at `--rate`: end-to-end latency below saturation.
+    FixedRate,
+}
+
+impl From<Workload> for Kind {
+    fn from(w: Workload) -> Self {
+        match w {
+            Workload::Publish => Self::Publish,
+            Workload::Consume => Self::Consume,
+            Workload::Both => Self::Both,
+            Workload::FixedRate => Self::Paced,
+        }
+    }
+}
+
 /// Arguments of `ferry bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -74,6 +98,9 @@ pub struct BenchArgs {
     /// Unconfirmed publishes each producer keeps in flight.
     #[arg(long, default_value_t = 256)]
     window: usize,
+    /// The workloads to run (default: all four).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workloads: Vec<Workload>,
     /// Messages per second (all producers together) of the fixed-rate publish+consume workload, which
     /// compares end-to-end latency below saturation; 0 skips it.
     #[arg(long, value_name = "N", default_value_t = 5000)]
@@ -214,6 +241,15 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let producers = or(&args.producers, if quick { &[1] } else { &[1, 4] });
     let consumers = or(&args.consumers, if quick { &[1] } else { &[1, 4] });
     let seconds = args.seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
+    let kinds: Vec<Kind> = if args.workloads.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        args.workloads.iter().map(|&w| w.into()).collect()
+    };
+    anyhow::ensure!(
+        args.rate > 0 || kinds.iter().any(|&k| k != Kind::Paced),
+        "--rate 0 skips the fixed-rate workload, and --workloads asks for nothing else"
+    );
     let repetitions = args.repetitions.unwrap_or(if quick { 1 } else { 3 }).max(1);
     anyhow::ensure!(
         seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0,
@@ -292,9 +328,15 @@ async fn bench(args: BenchArgs) -> Result<()> {
                                 ..shape
                             };
                             progress.set_message(format!("{}, {}: warm-up", peer.name(), durability.label()));
-                            round(&peer, "ferry-bench-warmup", warm).await?;
+                            round(
+                                &peer,
+                                "ferry-bench-warmup",
+                                warm,
+                                &[Kind::Publish, Kind::Consume, Kind::Both],
+                            )
+                            .await?;
                             progress.inc(1);
-                            let mut reps: [Vec<_>; 4] = Default::default();
+                            let mut reps: [Vec<_>; Kind::ALL.len()] = Default::default();
                             for rep in 0..repetitions {
                                 progress.set_message(format!(
                                     "{}, {}: {size} B, {p}p/{c}c, repetition {}/{repetitions}",
@@ -303,7 +345,8 @@ async fn bench(args: BenchArgs) -> Result<()> {
                                     rep + 1
                                 ));
                                 let name = format!("ferry-bench-{size}-{p}-{c}-{rep}");
-                                for (i, m) in round(&peer, &name, shape).await?.into_iter().enumerate() {
+                                for m in round(&peer, &name, shape, &kinds).await? {
+                                    let i = Kind::ALL.iter().position(|&k| k == m.kind).unwrap_or(0);
                                     reps[i].push(m);
                                 }
                                 progress.inc(1);
