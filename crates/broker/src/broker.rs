@@ -850,10 +850,17 @@ pub(crate) async fn read_partition(
     offset: u64,
     limits: FetchLimits,
 ) -> Result<Vec<StoredRecord>> {
-    let max_bytes = limits.max_bytes;
-    let read = tokio::task::spawn_blocking(move || log.read(offset, max_bytes))
-        .await
-        .map_err(|e| BrokerError::Metadata(e.to_string()))?;
+    let (max_records, max_bytes) = (limits.max_records.max(1), limits.max_bytes);
+    // A caught-up reader's records were just written and are a short copy from the page cache: read
+    // them here, without the two thread hops of a blocking task (end-to-end latency). Anything else may
+    // wait for the disk, on a blocking thread.
+    let read = if log.is_hot(offset) {
+        log.read_records(offset, max_records, max_bytes)
+    } else {
+        tokio::task::spawn_blocking(move || log.read_records(offset, max_records, max_bytes))
+            .await
+            .map_err(|e| BrokerError::Metadata(e.to_string()))?
+    };
     let records = match read {
         Ok(r) => r,
         Err(ferry_log::Error::OffsetOutOfRange { offset, start, end }) => {
@@ -869,7 +876,6 @@ pub(crate) async fn read_partition(
     };
     Ok(records
         .into_iter()
-        .take(limits.max_records.max(1))
         .map(|r| StoredRecord {
             partition,
             offset: r.offset,

@@ -37,7 +37,8 @@ pub use crate::format::{
     BATCH_HEADER_LEN, EncodedBatch, FORMAT_VERSION, Header, MAX_BATCH_LEN, NewRecord, Record,
 };
 pub use crate::log::{
-    Appended, Clock, Housekeeping, Log, LogObserver, LogOptions, ManualClock, Recovery, SystemClock,
+    Appended, Clock, HOT_BYTES, Housekeeping, Log, LogObserver, LogOptions, ManualClock, Recovery,
+    SystemClock,
 };
 pub use crate::reader::LogReader;
 pub use crate::segment::{Cut, SegmentRecovery};

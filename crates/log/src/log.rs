@@ -146,6 +146,8 @@ pub(crate) struct Shared {
     pub segments: RwLock<Vec<Arc<Segment>>>,
     pub start_offset: AtomicU64,
     pub next_offset: AtomicU64,
+    /// The end of the log when it was opened: what lies past it was written by this process.
+    pub opened_at: u64,
     poisoned: AtomicBool,
     pub clock: Arc<dyn Clock>,
 }
@@ -296,6 +298,7 @@ impl Log {
             segments: RwLock::new(segments),
             start_offset: AtomicU64::new(start),
             next_offset: AtomicU64::new(tail.next_offset),
+            opened_at: tail.next_offset,
             poisoned: AtomicBool::new(false),
             clock,
         });
@@ -374,6 +377,23 @@ impl Log {
     /// Offset the next record will get; everything below it (and at or above `start_offset`) is readable.
     pub fn next_offset(&self) -> u64 {
         self.shared.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Whether a read from `offset` is a short copy from memory: the record was appended by this process
+    /// (so its bytes went through the page cache), to the active segment, within [`HOT_BYTES`] of its
+    /// end. Such a read may run right on an async task; others, which may go to the disk, belong on a
+    /// blocking thread. A caught-up consumer reads hot; one catching up does not.
+    pub fn is_hot(&self, offset: u64) -> bool {
+        if offset < self.shared.opened_at || offset >= self.next_offset() {
+            return false;
+        }
+        let segments = self.shared.segments.read().unwrap_or_else(|e| e.into_inner());
+        let Some(active) = segments.last().filter(|s| s.base_offset <= offset) else {
+            return false;
+        };
+        active
+            .lookup_offset(offset)
+            .is_ok_and(|(position, _)| active.size().saturating_sub(position) <= HOT_BYTES)
     }
 
     /// Number of segment files.
@@ -506,11 +526,25 @@ impl Log {
     /// # Errors
     /// [`Error::OffsetOutOfRange`], [`Error::Corrupt`], [`Error::Io`].
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<crate::Record>> {
+        self.read_records(offset, usize::MAX, max_bytes)
+    }
+
+    /// [`Log::read`] that also stops at `max_records` records (at least one): a reader that wants a few
+    /// small records does not decode a megabyte of them.
+    ///
+    /// # Errors
+    /// As [`Log::read`].
+    pub fn read_records(
+        &self,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<crate::Record>> {
         let mut reader = LogReader::new(self.shared.clone(), offset, max_bytes.clamp(4096, 1 << 20))?;
         let mut out = Vec::new();
         let mut bytes = 0;
-        // `out.is_empty()`: at least one record, as documented, even when `max_bytes` is 0.
-        while out.is_empty() || bytes < max_bytes {
+        // `out.is_empty()`: at least one record, as documented, even when a limit is 0.
+        while out.is_empty() || (bytes < max_bytes && out.len() < max_records) {
             match reader.next() {
                 Some(r) => {
                     let r = r?;
@@ -623,6 +657,9 @@ struct Writer {
 /// one a second. A large one holds the disk for tens of milliseconds, and on ext4 every other fsync in
 /// the meantime (the metadata log's, another partition's) waits behind it.
 const BACKGROUND_SYNC_BYTES: u64 = 1 << 20;
+
+/// How close to the end of the active segment a read must start to count as hot ([`Log::is_hot`]).
+pub const HOT_BYTES: u64 = 256 * 1024;
 
 /// A background fsync: runs on the process's one `ferry-log-sync` thread.
 type SyncJob = Box<dyn FnOnce() + Send>;

@@ -80,8 +80,10 @@ enum TsQuery {
 #[derive(Debug, Clone)]
 enum Op {
     Append(Vec<RecordSpec>),
+    /// `read_records`; `max_records` `usize::MAX` is `read`.
     Read {
         at: At,
+        max_records: usize,
         max_bytes: usize,
     },
     /// `log.reader(offset)` drained to the end.
@@ -151,8 +153,12 @@ fn ts_query() -> impl Strategy<Value = TsQuery> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         12 => prop::collection::vec(record_spec(), 1..5).prop_map(Op::Append),
-        4 => (at(), prop_oneof![Just(0usize), 1usize..64, 64usize..2_000])
-            .prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+        4 => (
+            at(),
+            prop_oneof![2 => Just(usize::MAX), 1 => 0usize..4],
+            prop_oneof![Just(0usize), 1usize..64, 64usize..2_000]
+        )
+            .prop_map(|(at, max_records, max_bytes)| Op::Read { at, max_records, max_bytes }),
         2 => at().prop_map(Op::ReadToEnd),
         2 => Just(Op::Tail),
         3 => ts_query().prop_map(Op::OffsetForTimestamp),
@@ -442,8 +448,12 @@ fn in_range(m: &Model, offset: u64) -> bool {
     (m.start..=m.next()).contains(&offset)
 }
 
-fn check_read(log: &Log, m: &Model, offset: u64, max_bytes: usize, ctx: &str) {
-    let got = log.read(offset, max_bytes);
+fn check_read(log: &Log, m: &Model, offset: u64, max_records: usize, max_bytes: usize, ctx: &str) {
+    let got = if max_records == usize::MAX {
+        log.read(offset, max_bytes)
+    } else {
+        log.read_records(offset, max_records, max_bytes)
+    };
     if !in_range(m, offset) {
         return assert_out_of_range(got, offset, m, ctx);
     }
@@ -463,7 +473,12 @@ fn check_read(log: &Log, m: &Model, offset: u64, max_bytes: usize, ctx: &str) {
             m.next()
         );
     }
-    if got.len() < want.len() {
+    assert!(
+        got.len() <= max_records.max(1),
+        "{ctx}: read_records({offset}, {max_records}, {max_bytes}) returned {} records",
+        got.len()
+    );
+    if got.len() < want.len() && got.len() < max_records {
         assert!(
             counted_bytes(&got) >= max_bytes,
             "{ctx}: read({offset}, {max_bytes}) stopped after {} bytes, before max_bytes and before the end",
@@ -666,7 +681,11 @@ fn run(config: LogConfig, ops: &[Op]) {
                     "{ctx}: offsets given to the append"
                 );
             }
-            Op::Read { at, max_bytes } => check_read(&log, &model, model.resolve(*at), *max_bytes, &ctx),
+            Op::Read {
+                at,
+                max_records,
+                max_bytes,
+            } => check_read(&log, &model, model.resolve(*at), *max_records, *max_bytes, &ctx),
             Op::ReadToEnd(at) => check_read_to_end(&log, &model, model.resolve(*at), &ctx),
             Op::Tail => {
                 let reader = tail.get_or_insert_with(|| log.reader(log.start_offset()).unwrap());
@@ -807,6 +826,7 @@ fn read_with_max_bytes_zero_returns_a_record() {
             append,
             Op::Read {
                 at: At::Start,
+                max_records: usize::MAX,
                 max_bytes: 0,
             },
         ],
