@@ -33,6 +33,10 @@ const MAX_SKIPPED_PER_PASS: usize = 65_536;
 /// Records read at once while looking for new records to hand out.
 const SCAN_CHUNK_RECORDS: usize = 1024;
 
+/// Bytes of values a receive reads at once: one read (one blocking task when the records are not hot)
+/// for a whole receive of 1000 records up to 8 KiB.
+const SCAN_CHUNK_BYTES: usize = 8 << 20;
+
 /// Options of one receive call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiveOptions {
@@ -384,9 +388,14 @@ impl Broker {
             let mut cursor = part.cursor();
             while chosen.len() < budget && cursor < log.next_offset() && skipped.len() < MAX_SKIPPED_PER_PASS
             {
+                // Without a filter every record read is taken: read just what the budget has room for.
                 let limits = FetchLimits {
-                    max_records: SCAN_CHUNK_RECORDS,
-                    max_bytes: 1 << 20,
+                    max_records: if filter.is_some() {
+                        SCAN_CHUNK_RECORDS
+                    } else {
+                        (budget - chosen.len()).min(SCAN_CHUNK_RECORDS)
+                    },
+                    max_bytes: SCAN_CHUNK_BYTES,
                     max_wait: Duration::ZERO,
                 };
                 let records = read_partition(t, p, log.clone(), cursor, limits).await?;

@@ -397,7 +397,7 @@ impl Conn {
             )));
         }
         let exchange = async {
-            if let Err(e) = self.writer.send(&frame).await {
+            if let Err(e) = self.writer.send(frame.freeze()).await {
                 self.shared.close(format!("writing to the server failed: {e}"));
                 return Err(self.shared.closed_error());
             }

@@ -76,7 +76,7 @@ impl Answers {
         wire::encode_response(id, response, &mut out);
         // Unbounded: answers are bounded by the requests in flight. A failed write means the client is
         // gone: nobody is left to answer.
-        let _ = self.0.send_now(&out);
+        let _ = self.0.send_now(out.freeze());
     }
 
     fn error(&self, id: u32, error: &ApiError) {

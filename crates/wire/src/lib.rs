@@ -312,6 +312,20 @@ pub fn encode_request(id: u32, request: &Request, out: &mut BytesMut) {
             put_str(out, client);
         }
         Request::Publish { topic, records } => {
+            // The whole frame's room at once: a large batch is not copied as the buffer grows.
+            out.reserve(
+                2 + topic.len()
+                    + 4
+                    + records
+                        .iter()
+                        .map(|r| {
+                            17 + r.key.as_ref().map_or(0, |k| 4 + k.len())
+                                + headers_len(&r.headers)
+                                + 4
+                                + r.value.len()
+                        })
+                        .sum::<usize>(),
+            );
             put_str(out, topic);
             put_len(out, records.len());
             for r in records {
@@ -387,6 +401,17 @@ pub fn encode_response(id: u32, response: &Response, out: &mut BytesMut) {
         }
         Response::Published { offsets } => put_pairs(out, offsets),
         Response::Records { records } => {
+            out.reserve(
+                4 + records
+                    .iter()
+                    .map(|r| {
+                        33 + r.key.as_ref().map_or(0, |k| 4 + k.len())
+                            + headers_len(&r.headers)
+                            + 4
+                            + r.value.len()
+                    })
+                    .sum::<usize>(),
+            );
             put_len(out, records.len());
             for r in records {
                 out.put_u32(r.partition);
@@ -451,6 +476,14 @@ fn put_len(out: &mut BytesMut, n: usize) {
 fn put_bytes(out: &mut BytesMut, b: &[u8]) {
     put_len(out, b.len());
     out.put_slice(b);
+}
+
+/// The encoded length of `headers` (room to reserve; at most what `put_headers` writes).
+fn headers_len(headers: &[Header]) -> usize {
+    2 + headers
+        .iter()
+        .map(|h| 2 + h.key.len() + 4 + h.value.len())
+        .sum::<usize>()
 }
 
 fn put_headers(out: &mut BytesMut, headers: &[Header]) {
