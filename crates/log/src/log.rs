@@ -380,8 +380,8 @@ impl Log {
     }
 
     /// Whether a read from `offset` is a short copy from memory: the record was appended by this process
-    /// (so its bytes went through the page cache), to the active segment, within [`HOT_BYTES`] of its
-    /// end. Such a read may run right on an async task; others, which may go to the disk, belong on a
+    /// (so its bytes went through the page cache), to the active segment, within about [`HOT_BYTES`]
+    /// of its end. Such a read may run right on an async task; others, which may go to the disk, belong on a
     /// blocking thread. A caught-up consumer reads hot; one catching up does not.
     pub fn is_hot(&self, offset: u64) -> bool {
         if offset < self.shared.opened_at || offset >= self.next_offset() {
@@ -391,9 +391,11 @@ impl Log {
         let Some(active) = segments.last().filter(|s| s.base_offset <= offset) else {
             return false;
         };
-        active
-            .lookup_offset(offset)
-            .is_ok_and(|(position, _)| active.size().saturating_sub(position) <= HOT_BYTES)
+        // The bytes from `offset` to the end, estimated from the segment's mean record size: no index
+        // lookup (the read does one).
+        let records = (self.next_offset() - active.base_offset).max(1);
+        let from_end = (self.next_offset() - offset).saturating_mul(active.size() / records);
+        from_end <= HOT_BYTES
     }
 
     /// Number of segment files.
