@@ -4,7 +4,8 @@
 //! A [`FrameWriter`] writes a frame straight from the task that has it when nothing else is being
 //! written: a request or an answer goes out without waking another task, one task hop less on every
 //! exchange (end-to-end latency on a busy machine is mostly such hops). When the socket cannot take it
-//! all at once (its send buffer is full) or a write is already under way, the frame is queued and the
+//! all at once (its send buffer is full), a write is already under way, or the frame is over 256 KiB
+//! (the rest of it, so that a sender holds the writer's lock only briefly), the frame is queued and the
 //! flusher task ([`FrameWriter::flush`], spawned by the owner) writes everything queued at that moment
 //! in one vectored write, in order: runs of small frames copied together, large frames (and the rest
 //! of a frame the socket took in part) as they are, never copied. Frames are never interleaved: a
@@ -21,6 +22,10 @@ use tokio::sync::Notify;
 /// Queued bytes past which [`FrameWriter::send`] waits for the flusher (backpressure when the peer
 /// reads slower than frames come).
 pub const QUEUE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Bytes a sender writes itself, holding the writer's lock; the rest of a larger frame goes to the
+/// flusher.
+const DIRECT_WRITE: usize = 256 * 1024;
 
 /// Queued frames up to this size are copied together; larger ones are queued as they are.
 const SMALL_FRAME: usize = 8 * 1024;
@@ -94,21 +99,17 @@ impl FrameWriter {
             outbox.queue(frame);
             return Ok(());
         }
-        // Nothing queued and nobody writing: this task writes. The lock is held across the write so that
-        // no other frame can go between; `try_write` never blocks.
+        // Nothing queued and nobody writing: this task writes, up to DIRECT_WRITE bytes. The lock is held
+        // across the write so that no other frame can go between; `try_write` never blocks, and the
+        // cap keeps the copy into the socket short for senders waiting on the lock.
         let mut written = 0;
-        while written < frame.len() {
-            match self.stream.try_write(&frame[written..]) {
+        let direct = frame.len().min(DIRECT_WRITE);
+        while written < direct {
+            match self.stream.try_write(&frame[written..direct]) {
                 Ok(0) => return Err(outbox.fail(io::ErrorKind::WriteZero)),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    outbox.queue(frame.slice(written..));
-                    outbox.flushing = true;
-                    drop(outbox);
-                    self.queued.notify_one();
-                    return Ok(());
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     let kind = outbox.fail(e.kind());
                     drop(outbox);
@@ -117,6 +118,13 @@ impl FrameWriter {
                     return Err(kind);
                 }
             }
+        }
+        if written < frame.len() {
+            // The socket is full, or the frame is large: the flusher writes the rest, off the lock.
+            outbox.queue(frame.slice(written..));
+            outbox.flushing = true;
+            drop(outbox);
+            self.queued.notify_one();
         }
         Ok(())
     }
