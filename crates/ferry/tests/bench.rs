@@ -154,3 +154,63 @@ fn bench_measures_every_peer_and_writes_its_report() {
         "one bar per cell"
     );
 }
+
+/// `--workloads` runs the workloads named and reports only those; asking for nothing runnable is a
+/// clear error naming the flags.
+#[test]
+fn bench_runs_only_the_workloads_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "bench",
+            "--quick",
+            "--peers",
+            "embedded",
+            "--durability",
+            "background",
+            "--seconds",
+            "0.3",
+            "--rate",
+            "1000",
+            "--workloads",
+            "consume,fixed-rate",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let mut kinds: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["median"]["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["consume", "paced"]);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "bench",
+            "--peers",
+            "embedded",
+            "--rate",
+            "0",
+            "--workloads",
+            "fixed-rate",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--rate 0") && stderr.contains("--workloads"),
+        "{stderr}"
+    );
+}
