@@ -7,9 +7,9 @@
 //! After that:
 //! - Requests are pipelined. Each gets an id; its oneshot waits in the pending map under that id until
 //!   the reader task routes the answer with the same id to it (answers may come in any order).
-//! - A request is written by the task that makes it when the socket is free, without a hop to a
-//!   writer task; when a write is under way, or the socket cannot take it all, it is queued and the
-//!   flusher task writes everything queued at that moment at once (`ferry_wire::io::FrameWriter`).
+//! - The writer task takes encoded frames from a channel and writes everything queued at that moment
+//!   at once: small frames copied into one buffer, large ones passed as they are, in one vectored
+//!   write.
 //! - When the connection breaks (the server closed it, an I/O error, a frame that does not decode, a
 //!   request without an answer past its timeout), every pending request fails with [`Error::Wire`]
 //!   (for a publish: stored or not is unknown) and the connection is dropped; the next request opens
@@ -19,25 +19,35 @@
 //! A request future dropped before its answer leaves the request on the connection (it may still be
 //! carried out); its answer is discarded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use ferry_wire::io::FrameWriter;
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_wire::{PublishRecord, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::{oneshot, watch};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{ApiError, Error, Result};
 use crate::record::Produced;
 
 /// How the client names itself in HELLO.
 pub(crate) const CLIENT_NAME: &str = concat!("ferry-client ", env!("CARGO_PKG_VERSION"));
+
+/// Frames waiting for the writer; a sender past this waits (backpressure when the socket is slow).
+const QUEUED_FRAMES: usize = 256;
+
+/// Frames taken off the queue for one write (tokio writes at most 64 slices per vectored write).
+const FRAMES_PER_WRITE: usize = 256;
+
+/// Frames up to this size are copied into one buffer for the write; larger ones are written from
+/// where they are.
+const SMALL_FRAME: usize = 8 * 1024;
 
 /// Room made in the read buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -255,7 +265,7 @@ enum Call {
 #[derive(Debug)]
 struct Conn {
     shared: Arc<Shared>,
-    writer: Arc<FrameWriter>,
+    frames: mpsc::Sender<Bytes>,
 }
 
 /// What the connection's tasks and its handle share.
@@ -370,10 +380,10 @@ impl Conn {
             }),
             closed,
         });
-        let writer = Arc::new(FrameWriter::new(write));
+        let (frames, queued) = mpsc::channel(QUEUED_FRAMES);
         tokio::spawn(read_loop(shared.clone(), read, buf));
-        tokio::spawn(flush_loop(shared.clone(), writer.clone()));
-        Ok(Self { shared, writer })
+        tokio::spawn(write_loop(shared.clone(), write, queued));
+        Ok(Self { shared, frames })
     }
 
     /// Sends `request` and waits up to `limit` for its answer.
@@ -397,8 +407,8 @@ impl Conn {
             )));
         }
         let exchange = async {
-            if let Err(e) = self.writer.send(frame.freeze()).await {
-                self.shared.close(format!("writing to the server failed: {e}"));
+            if self.frames.send(frame.freeze()).await.is_err() {
+                // The writer stopped: the connection is closed (or closing) and says why.
                 return Err(self.shared.closed_error());
             }
             rx.await.unwrap_or_else(|_| Err(self.shared.closed_error()))
@@ -544,15 +554,88 @@ async fn read_loop(shared: Arc<Shared>, mut read: OwnedReadHalf, mut buf: BytesM
     shared.close(detail);
 }
 
-/// Runs the connection's flusher until the connection closes or a write fails.
-async fn flush_loop(shared: Arc<Shared>, writer: Arc<FrameWriter>) {
+/// Writes queued frames, as many at once as are queued, until the connection closes.
+async fn write_loop(shared: Arc<Shared>, mut write: OwnedWriteHalf, mut queued: mpsc::Receiver<Bytes>) {
     let mut closed = shared.closed.subscribe();
-    tokio::select! {
-        // The server reads the end of the stream (as when a connection is dropped).
-        _ = closed.wait_for(|c| *c) => writer.abort(),
-        flushed = writer.flush() => if let Err(e) = flushed {
+    let mut batch = Vec::with_capacity(FRAMES_PER_WRITE);
+    loop {
+        tokio::select! {
+            biased;
+            _ = closed.wait_for(|c| *c) => return,
+            n = queued.recv_many(&mut batch, FRAMES_PER_WRITE) => if n == 0 {
+                return;
+            },
+        }
+        let mut frames = Frames::new(batch.drain(..));
+        let written = tokio::select! {
+            _ = closed.wait_for(|c| *c) => return,
+            written = write.write_all_buf(&mut frames) => written,
+        };
+        if let Err(e) = written {
             shared.close(format!("writing to the server failed: {e}"));
-        },
+            return;
+        }
+    }
+}
+
+/// Frames to write, as a [`Buf`] of few chunks: runs of small frames copied together, large frames
+/// as they are, so that one vectored write takes them all.
+struct Frames {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Frames {
+    fn new(frames: impl Iterator<Item = Bytes>) -> Self {
+        let mut chunks = VecDeque::new();
+        let mut small = BytesMut::new();
+        let mut remaining = 0;
+        for frame in frames {
+            remaining += frame.len();
+            if frame.len() <= SMALL_FRAME {
+                small.extend_from_slice(&frame);
+            } else {
+                if !small.is_empty() {
+                    chunks.push_back(small.split().freeze());
+                }
+                chunks.push_back(frame);
+            }
+        }
+        if !small.is_empty() {
+            chunks.push_back(small.freeze());
+        }
+        Self { chunks, remaining }
+    }
+}
+
+impl Buf for Frames {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |c| &c[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining = self.remaining.saturating_sub(cnt);
+        while let Some(front) = self.chunks.front_mut() {
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(&self.chunks) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
     }
 }
 
@@ -570,5 +653,27 @@ mod tests {
         );
         let text = format!("{wire:?}");
         assert!(!text.contains("secret") && text.contains("<redacted>"), "{text}");
+    }
+
+    #[test]
+    fn frames_coalesce_small_ones_and_keep_order() {
+        let small = |b: u8| Bytes::from(vec![b; 10]);
+        let big = Bytes::from(vec![9u8; SMALL_FRAME + 1]);
+        let mut frames = Frames::new([small(1), small(2), big.clone(), small(3)].into_iter());
+        assert_eq!(frames.chunks.len(), 3);
+        assert_eq!(frames.remaining(), 30 + big.len());
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(frames.chunks_vectored(&mut slices), 3);
+        let mut out = Vec::new();
+        while frames.has_remaining() {
+            let step = frames.chunk().len().min(7);
+            out.extend_from_slice(&frames.chunk()[..step]);
+            frames.advance(step);
+        }
+        let mut expected = [vec![1u8; 10], vec![2u8; 10]].concat();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(&[3u8; 10]);
+        assert_eq!(out, expected);
+        assert!(frames.chunks.is_empty());
     }
 }

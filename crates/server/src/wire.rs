@@ -20,12 +20,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ferry_broker::{Header, Leased, Produce, ReceiveOptions};
-use ferry_wire::io::FrameWriter;
 use ferry_wire::{self as wire, DecodeError, Request, Response};
-use tokio::io::AsyncReadExt as _;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -65,18 +64,16 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, tokens: Arc<To
     connections.wait().await;
 }
 
-/// Sends answers on the connection: written by the task that has the answer when the socket is free
-/// (no hop to a writer task), queued for the connection's flusher otherwise (`FrameWriter`).
+/// Sends answers to the connection's writer task.
 #[derive(Clone)]
-struct Answers(Arc<FrameWriter>);
+struct Answers(mpsc::UnboundedSender<Bytes>);
 
 impl Answers {
     fn send(&self, id: u32, response: &Response) {
         let mut out = BytesMut::new();
         wire::encode_response(id, response, &mut out);
-        // Unbounded: answers are bounded by the requests in flight. A failed write means the client is
-        // gone: nobody is left to answer.
-        let _ = self.0.send_now(out.freeze());
+        // The writer is gone only when the client is: nobody is left to answer.
+        let _ = self.0.send(out.freeze());
     }
 
     fn error(&self, id: u32, error: &ApiError) {
@@ -117,9 +114,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, state: AppState, tokens
     // Answers are small and latency matters more than packets: the writer coalesces them itself.
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
-    let writer = Arc::new(FrameWriter::new(wr));
-    let answers = Answers(writer.clone());
-    let flusher = tokio::spawn(async move { writer.flush().await });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let answers = Answers(tx);
+    let writer = tokio::spawn(write_frames(wr, rx));
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let access = tokio::select! {
         () = state.shutdown().cancelled() => None,
@@ -132,10 +129,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, state: AppState, tokens
         requests(&mut rd, &mut buf, &answers, &state, access).await;
         tracing::debug!(%peer, "wire connection closed");
     }
-    // Every request is answered (written or queued): the flusher writes the rest and ends; the write
-    // side is shut down when the last handle on it goes.
-    answers.0.close();
-    let _ = flusher.await;
+    drop(answers);
+    let _ = writer.await;
 }
 
 /// The handshake: `Some(access)` once READY is sent.
@@ -526,4 +521,23 @@ async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Option
             };
         }
     }
+}
+
+/// Writes answers as they come, many per write when they come together; ends when every sender is
+/// gone (then closes the write side) or the client stops reading.
+async fn write_frames(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    while let Some(frame) = rx.recv().await {
+        out.extend_from_slice(&frame);
+        while out.len() < 1024 * 1024
+            && let Ok(more) = rx.try_recv()
+        {
+            out.extend_from_slice(&more);
+        }
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+    let _ = wr.shutdown().await;
 }

@@ -1,6 +1,5 @@
-//! ferry's framed binary client protocol, version 1: the codec (no I/O), and with feature `io` the
-//! frame writer both ends use ([`io::FrameWriter`]). `docs/protocol.md` is the specification; this
-//! crate is its reference implementation, shared by the server and `ferry-client`.
+//! ferry's framed binary client protocol, version 1: the codec (no I/O). `docs/protocol.md` is the
+//! specification; this crate is its reference implementation, shared by the server and `ferry-client`.
 //!
 //! Every frame is `u32 length` (big-endian, the bytes after it), `u8 kind`, `u32 id`, then a body that
 //! depends on the kind. The client picks the id of a request; the response to it carries the same id,
@@ -13,9 +12,6 @@
 //! and fuzz targets (`tests/`, `fuzz/`) hold it to that.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-
-#[cfg(feature = "io")]
-pub mod io;
 
 /// The protocol version this crate speaks.
 pub const VERSION: u16 = 1;
