@@ -314,12 +314,7 @@ pub fn encode_request(id: u32, request: &Request, out: &mut BytesMut) {
                     + 4
                     + records
                         .iter()
-                        .map(|r| {
-                            17 + r.key.as_ref().map_or(0, |k| 4 + k.len())
-                                + headers_len(&r.headers)
-                                + 4
-                                + r.value.len()
-                        })
+                        .map(|r| 13 + record_len(r.key.as_deref(), &r.headers, &r.value))
                         .sum::<usize>(),
             );
             put_str(out, topic);
@@ -400,12 +395,7 @@ pub fn encode_response(id: u32, response: &Response, out: &mut BytesMut) {
             out.reserve(
                 4 + records
                     .iter()
-                    .map(|r| {
-                        33 + r.key.as_ref().map_or(0, |k| 4 + k.len())
-                            + headers_len(&r.headers)
-                            + 4
-                            + r.value.len()
-                    })
+                    .map(|r| 33 + record_len(r.key.as_deref(), &r.headers, &r.value))
                     .sum::<usize>(),
             );
             put_len(out, records.len());
@@ -474,12 +464,17 @@ fn put_bytes(out: &mut BytesMut, b: &[u8]) {
     out.put_slice(b);
 }
 
-/// The encoded length of `headers` (room to reserve; at most what `put_headers` writes).
-fn headers_len(headers: &[Header]) -> usize {
-    2 + headers
-        .iter()
-        .map(|h| 2 + h.key.len() + 4 + h.value.len())
-        .sum::<usize>()
+/// The encoded length of a record's key, headers and value after its fixed fields (room to reserve;
+/// at least what the encoders write).
+fn record_len(key: Option<&[u8]>, headers: &[Header], value: &[u8]) -> usize {
+    key.map_or(0, |k| 4 + k.len())
+        + 2
+        + headers
+            .iter()
+            .map(|h| 2 + h.key.len() + 4 + h.value.len())
+            .sum::<usize>()
+        + 4
+        + value.len()
 }
 
 fn put_headers(out: &mut BytesMut, headers: &[Header]) {
