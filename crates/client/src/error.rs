@@ -121,6 +121,10 @@ pub enum Error {
     /// may not have been stored.
     #[error("the producer stopped before the server acknowledged the record; it may or may not be stored")]
     Abandoned,
+    /// A receive sent ahead by a [`crate::Prefetch`] was stopped by its runtime shutting down before it
+    /// was answered; what it leased is available again once those leases run out.
+    #[error("the receive sent ahead stopped before it was answered (its runtime shut down)")]
+    ReceiveStopped,
 }
 
 impl Error {

@@ -74,7 +74,7 @@ pub use crate::admin::{
 };
 pub use crate::error::{ApiError, Error, Result};
 pub use crate::producer::{DeliveryFuture, Producer, ProducerConfig};
-pub use crate::queue::{Delivery, QueueConsumer};
+pub use crate::queue::{Delivery, Prefetch, QueueConsumer};
 pub use crate::record::{AsRecordId, ProduceRecord, Produced, Record, RecordId};
 pub use crate::stream::{Membership, StreamConsumer};
 

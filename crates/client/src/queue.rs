@@ -314,4 +314,123 @@ impl QueueConsumer {
     pub async fn extend<R: AsRecordId>(&self, records: &[R], visibility: Duration) -> Result<()> {
         self.settle(records, Settle::Extend(visibility)).await
     }
+
+    /// A receiver of this group that keeps its next receive in flight while the application works on
+    /// the batch [`Prefetch::next`] gave it (as Kafka's fetcher, a NATS pull consumer's `messages()`
+    /// and RabbitMQ's prefetch do): the server reads and sends the next batch meanwhile, instead of
+    /// after the application asked. Each receive takes up to `max_records` (1..=1000), waits up to
+    /// `max_wait` for the first and leases them for `visibility` (the group's timeout when `None`).
+    ///
+    /// Records received ahead are leased from when the server sent them, not from when `next` returns
+    /// them: keep the work on one batch well inside the visibility timeout. [`Prefetch::close`] gives
+    /// records received ahead back (nack, no delay); dropping a `Prefetch` does the same in the
+    /// background. Needs a Tokio runtime (the receive ahead runs as a task of its own).
+    pub fn prefetch(&self, max_records: usize, max_wait: Duration, visibility: Option<Duration>) -> Prefetch {
+        Prefetch {
+            queue: self.clone(),
+            max_records,
+            max_wait,
+            visibility,
+            ahead: None,
+        }
+    }
+}
+
+/// A receive already sent, its answer not yet taken.
+type Ahead = tokio::task::JoinHandle<Result<Vec<Delivery>>>;
+
+/// A queue receiver with its next receive in flight ([`QueueConsumer::prefetch`]).
+#[derive(Debug)]
+pub struct Prefetch {
+    queue: QueueConsumer,
+    max_records: usize,
+    max_wait: Duration,
+    visibility: Option<Duration>,
+    ahead: Option<Ahead>,
+}
+
+impl Prefetch {
+    /// The group's consumer, to ack, nack or extend what [`Prefetch::next`] returned.
+    pub fn queue(&self) -> &QueueConsumer {
+        &self.queue
+    }
+
+    fn receive_ahead(&self) -> Ahead {
+        let (queue, max, wait, visibility) = (
+            self.queue.clone(),
+            self.max_records,
+            self.max_wait,
+            self.visibility,
+        );
+        tokio::spawn(async move { queue.receive(max, wait, visibility).await })
+    }
+
+    /// The next batch: the one received ahead, or (first, or after an error) one received now; sends the
+    /// receive after it before returning. Empty when `max_wait` passed with nothing available.
+    /// Cancel-safe: a batch received ahead stays there until a `next` returns it.
+    ///
+    /// # Errors
+    /// As [`QueueConsumer::receive`]; after an error nothing is in flight, and the next call receives
+    /// afresh. [`crate::Error::ReceiveStopped`] when the receive ahead was stopped by its runtime
+    /// shutting down.
+    pub async fn next(&mut self) -> Result<Vec<Delivery>> {
+        let got = match self.ahead.as_mut() {
+            Some(ahead) => {
+                let got = joined(ahead.await);
+                self.ahead = None;
+                got
+            }
+            None => {
+                self.queue
+                    .receive(self.max_records, self.max_wait, self.visibility)
+                    .await
+            }
+        };
+        if got.is_ok() {
+            self.ahead = Some(self.receive_ahead());
+        }
+        got
+    }
+
+    /// Stops receiving ahead: waits for the receive in flight (up to `max_wait`) and gives back what it
+    /// got, available to the group's receivers again at once (a nack: their next delivery counts as
+    /// one more).
+    ///
+    /// # Errors
+    /// As [`QueueConsumer::nack`].
+    pub async fn close(mut self) -> Result<()> {
+        match self.ahead.take() {
+            Some(ahead) => match joined(ahead.await) {
+                Ok(got) => self.queue.nack(&got, Duration::ZERO).await,
+                // Nothing was leased by a receive that failed.
+                Err(_) => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+/// The answer of a receive ahead.
+fn joined(r: std::result::Result<Result<Vec<Delivery>>, tokio::task::JoinError>) -> Result<Vec<Delivery>> {
+    match r {
+        Ok(got) => got,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::ReceiveStopped),
+    }
+}
+
+impl Drop for Prefetch {
+    /// Gives back what the receive in flight gets, in the background (see [`Prefetch::close`]).
+    fn drop(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            let queue = self.queue.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Ok(Ok(got)) = ahead.await {
+                        let _ = queue.nack(&got, Duration::ZERO).await;
+                    }
+                });
+            }
+        }
+    }
 }

@@ -213,6 +213,73 @@ async fn received_records_are_the_stored_bytes_as_http_presents_them() {
     server.stop().await;
 }
 
+/// `in_flight` of the group once it reaches `want` (the receive ahead runs on its own task).
+async fn in_flight_reaches(client: &Client, want: u64) {
+    timeout(Duration::from_secs(10), async {
+        loop {
+            let info = client.describe_queue("workers", "jobs").await.unwrap();
+            if info.in_flight == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("in_flight never reached {want}"));
+}
+
+/// A prefetching receiver leases its next batch before it is asked for it, returns the batches in
+/// order, and gives back what it received ahead when closed or dropped. Over the wire and over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_receives_the_next_batch_ahead_and_gives_it_back_on_close() {
+    for server in [TestServer::start_wire().await, TestServer::start().await] {
+        server.topic("jobs", 1).await;
+        let client = &server.client;
+        let records: Vec<ProduceRecord> = (0..7)
+            .map(|i| ProduceRecord::json(&serde_json::json!({"job": i})).unwrap())
+            .collect();
+        client.publish("jobs", &records).await.unwrap();
+        let queue = client.queue_consumer("workers", "jobs");
+        queue.create(&QueueConfig::default()).await.unwrap();
+
+        let mut ahead = queue.prefetch(2, Duration::from_secs(5), None);
+        let first = ahead.next().await.unwrap();
+        assert_eq!(first.iter().map(|d| d.offset).collect::<Vec<_>>(), [0, 1]);
+        // Offsets 2 and 3 are leased without another call.
+        in_flight_reaches(client, 4).await;
+        ahead.queue().ack(&first).await.unwrap();
+        let second = ahead.next().await.unwrap();
+        assert_eq!(second.iter().map(|d| d.offset).collect::<Vec<_>>(), [2, 3]);
+        assert!(second.iter().all(|d| d.delivery_count == 1));
+        in_flight_reaches(client, 4).await;
+
+        // Closing gives back what was received ahead (4 and 5): the next receiver gets them, once
+        // more delivered; offset 6 was never leased.
+        ahead.close().await.unwrap();
+        let back = queue.receive(10, Duration::ZERO, None).await.unwrap();
+        let got: Vec<(u64, u32)> = back.iter().map(|d| (d.offset, d.delivery_count)).collect();
+        assert_eq!(got, [(4, 2), (5, 2), (6, 1)]);
+        queue.ack(&second).await.unwrap();
+        queue.ack(&back).await.unwrap();
+
+        // Dropped with a long-poll in flight: what that long-poll gets comes back too.
+        let one = |job: u32| vec![ProduceRecord::json(&serde_json::json!({ "job": job })).unwrap()];
+        let mut dropped = queue.prefetch(10, Duration::from_secs(5), None);
+        client.publish("jobs", &one(7)).await.unwrap();
+        let seven = dropped.next().await.unwrap();
+        assert_eq!(seven.iter().map(|d| d.offset).collect::<Vec<_>>(), [7]);
+        dropped.queue().ack(&seven).await.unwrap();
+        client.publish("jobs", &one(8)).await.unwrap();
+        // The long-poll sent ahead leased offset 8 (it is the only receiver); then the drop.
+        in_flight_reaches(client, 1).await;
+        drop(dropped);
+        let again = queue.receive(10, Duration::from_secs(5), None).await.unwrap();
+        let got: Vec<(u64, u32)> = again.iter().map(|d| (d.offset, d.delivery_count)).collect();
+        assert_eq!(got, [(8, 2)], "{}", server.url);
+        server.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_receive_ack_nack_extend_over_wire() {
     let server = TestServer::start_wire().await;

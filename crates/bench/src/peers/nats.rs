@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{Client, Subject};
 use bytes::Bytes;
 use ferry_engines::servers::NatsServer;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 
 use crate::peer::{BoxFuture, Confirm, Consumer, Durability, Peer, Producer};
 
@@ -232,7 +232,11 @@ impl Peer for NatsPeer {
                 .get_consumer_from_stream(CONSUMER, &stream)
                 .await
                 .with_context(|| format!("opening consumer `{CONSUMER}` of stream `{stream}`"))?;
-            Ok(Box::new(NatsConsumer { client, consumer }) as Box<dyn Consumer>)
+            Ok(Box::new(NatsConsumer {
+                client,
+                consumer,
+                messages: None,
+            }) as Box<dyn Consumer>)
         })
     }
 }
@@ -264,11 +268,14 @@ impl Producer for NatsProducer {
     }
 }
 
-/// Pulls from the durable consumer on its own connection.
-#[derive(Debug)]
+/// Pulls from the durable consumer on its own connection, with the client's message stream: it keeps
+/// pull requests in flight (the next sent when half of the last is delivered), so that messages come
+/// while the bench counts a batch, as an application consuming JetStream does (`messages()`).
 struct NatsConsumer {
     client: Client,
     consumer: PullConsumer,
+    /// Made on the first `next`, with its limits.
+    messages: Option<pull::Stream>,
 }
 
 impl Consumer for NatsConsumer {
@@ -277,29 +284,35 @@ impl Consumer for NatsConsumer {
             if max == 0 {
                 return Ok(Vec::new());
             }
-            // One pull request: the server waits up to `expires` for the first message, then sends
-            // what it has (without `expires`, only what it has now).
-            let mut request = self.consumer.fetch().max_messages(max);
-            if !wait.is_zero() {
-                request = request.expires(wait.max(MIN_EXPIRES));
-            }
-            let mut batch = request.messages().await.context("JetStream pull request")?;
-            let mut messages = Vec::new();
-            while let Some(message) = batch.next().await {
-                match message {
-                    Ok(m) => messages.push(m),
-                    Err(e) if messages.is_empty() => {
-                        return Err(anyhow!("{e}").context("JetStream pull request"));
+            let stream = match &mut self.messages {
+                Some(stream) => stream,
+                None => {
+                    // Each pull waits up to `expires` for its messages, then the stream sends another.
+                    let mut builder = self.consumer.stream().max_messages_per_batch(max);
+                    if !wait.is_zero() {
+                        builder = builder.expires(wait.max(MIN_EXPIRES));
                     }
-                    // Keep what came: those messages are ours to ack.
-                    Err(e) => {
-                        tracing::debug!(error = %e, "a pull request ended with an error");
+                    let stream = builder.messages().await.context("JetStream pull stream")?;
+                    self.messages.insert(stream)
+                }
+            };
+            // Up to `wait` for the first message, then those already received, without waiting.
+            let first = match tokio::time::timeout(wait, stream.next()).await {
+                Err(_) => return Ok(Vec::new()),
+                Ok(None) => return Err(anyhow!("the JetStream pull stream ended")),
+                Ok(Some(m)) => m.map_err(|e| anyhow!("{e}")).context("JetStream pull stream")?,
+            };
+            let mut messages = vec![first];
+            while messages.len() < max {
+                match stream.next().now_or_never() {
+                    Some(Some(Ok(m))) => messages.push(m),
+                    // Keep what came: those messages are ours to ack; the error comes again if it lasts.
+                    Some(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "the JetStream pull stream gave an error");
                         break;
                     }
+                    Some(None) | None => break,
                 }
-            }
-            if messages.is_empty() {
-                return Ok(Vec::new());
             }
             // JetStream has no batch ack for explicit acks: one `+ACK` per message, published without
             // waiting for the server's confirmation (its clients' default; `double_ack` asks for one

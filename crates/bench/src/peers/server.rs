@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use ferry_client::{Client, Fsync, ProduceRecord, Producer as ClientProducer, ProducerConfig, QueueConsumer};
+use ferry_client::{
+    Client, Fsync, Prefetch, ProduceRecord, Producer as ClientProducer, ProducerConfig, QueueConsumer,
+};
 use tokio::io::AsyncBufReadExt as _;
 
 use crate::peer::{BoxFuture, Confirm, Consumer, Durability, Peer, PendingAck, Producer};
@@ -210,6 +212,7 @@ impl Peer for ServerPeer {
         Box::pin(async move {
             let c: Box<dyn Consumer> = Box::new(ServerConsumer {
                 queue: self.own_client()?.queue_consumer(GROUP, name),
+                ahead: None,
                 acking: PendingAck::default(),
             });
             Ok(c)
@@ -238,6 +241,9 @@ impl Producer for ServerProducer {
 
 struct ServerConsumer {
     queue: QueueConsumer,
+    /// The receiver, its next receive in flight while the bench counts a batch (made on the first
+    /// `next`, with that call's limits).
+    ahead: Option<Prefetch>,
     /// The last batch's ack, awaited before the next one starts (see `Consumer::next`).
     acking: PendingAck,
 }
@@ -245,7 +251,12 @@ struct ServerConsumer {
 impl Consumer for ServerConsumer {
     fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, anyhow::Result<Vec<Bytes>>> {
         Box::pin(async move {
-            let got = self.queue.receive(max, wait, None).await?;
+            let queue = &self.queue;
+            let got = self
+                .ahead
+                .get_or_insert_with(|| queue.prefetch(max, wait, None))
+                .next()
+                .await?;
             self.acking.wait().await?;
             let values = got.iter().map(|d| d.record.value.clone()).collect();
             if !got.is_empty() {
@@ -260,6 +271,11 @@ impl Consumer for ServerConsumer {
     }
 
     fn finish(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move { self.acking.wait().await })
+        Box::pin(async move {
+            if let Some(ahead) = self.ahead.take() {
+                ahead.close().await?;
+            }
+            self.acking.wait().await
+        })
     }
 }
