@@ -24,6 +24,7 @@
 //!   verify is cut off with everything after it, and logged. Missing or damaged indexes are rebuilt.
 //! - Segments roll by size and age; retention deletes whole segments, oldest first, by age or total size.
 
+mod buffers;
 mod config;
 mod error;
 mod format;

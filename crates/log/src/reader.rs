@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::format::{self, BATCH_HEADER_LEN, Record};
@@ -85,14 +85,15 @@ impl LogReader {
             return Ok(false);
         }
         let want = (available as usize).min(self.chunk_size.max(n));
-        let mut buf = BytesMut::zeroed(want);
+        let mut buffer = crate::buffers::POOL.take(want);
+        let buf = buffer.as_mut_slice();
         let have = self.chunk.len();
         buf[..have].copy_from_slice(&self.chunk);
         self.segment
             .log
             .read_exact_at(&mut buf[have..], self.chunk_position + have as u64)
             .map_err(Error::io("reading segment", &self.segment.log_path))?;
-        self.chunk = buf.freeze();
+        self.chunk = buffer.freeze();
         Ok(true)
     }
 
