@@ -235,6 +235,12 @@ impl Broker {
             self.create_queue(group, topic, QueueConfig::default()).await?;
         }
         let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
+        // One waiting receiver per group at a time watches the topic (it holds the group's turn); the
+        // others wait for the turn, in order. A commit then wakes one receiver of the group, not all of
+        // them to find one record between them; the one woken passes the turn on as it returns, and the
+        // next one looks again at once (for what the first left) before it waits.
+        let turn = self.group_lock(&format!("queue-turn:{group}"), &t.name);
+        let mut my_turn = None;
         let deadline = Instant::now() + options.max_wait;
         loop {
             let notified = t.notify.notified();
@@ -255,6 +261,15 @@ impl Broker {
             }
             if !leased.is_empty() || Instant::now() >= deadline {
                 return Ok(leased);
+            }
+            if my_turn.is_none() {
+                // Records may come while this one waits for its turn: it looks again once it has it.
+                tokio::select! {
+                    got = turn.clone().lock_owned() => my_turn = Some(got),
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = gone.as_mut() => return Ok(Vec::new()),
+                }
+                continue;
             }
             let wake = next_wake.map_or(deadline, |w| w.min(deadline));
             tokio::select! {

@@ -412,3 +412,108 @@ async fn a_receive_whose_receiver_is_gone_stops_waiting_and_leases_nothing() {
     assert_eq!(got[0].record.value, Bytes::from("z"));
     assert_eq!(got[0].deliveries, 1);
 }
+
+fn long_poll(max_records: usize, max_wait: Duration) -> ReceiveOptions {
+    ReceiveOptions {
+        max_records,
+        max_wait,
+        visibility_timeout: None,
+    }
+}
+
+/// Long-polling receivers of one group take turns watching the topic: records published one at a
+/// time, each only after the one before was received, all reach a receiver at once (none waits for a
+/// long-poll to run out: that would be a lost wake-up), once each, and every receiver gets its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_receivers_share_single_records_without_waiting_out_their_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(dir.path(), 1, 0).await;
+    broker
+        .create_queue("w", "jobs", QueueConfig::default())
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let receivers: Vec<_> = (0..4)
+        .map(|who| {
+            let (broker, tx) = (broker.clone(), tx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let got = broker
+                        .receive("w", "jobs", long_poll(1, Duration::from_secs(60)))
+                        .await
+                        .unwrap();
+                    for d in got {
+                        broker
+                            .ack("w", "jobs", &[(d.record.partition, d.record.offset)])
+                            .await
+                            .unwrap();
+                        tx.send((d.record.offset, who)).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut offsets = BTreeSet::new();
+    let mut per_receiver = [0; 4];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        for i in 0..200 {
+            broker
+                .publish("jobs", vec![value(&format!("r{i}"))])
+                .await
+                .unwrap();
+            let (offset, who) = rx.recv().await.unwrap();
+            assert!(offsets.insert(offset), "offset {offset} delivered twice");
+            per_receiver[who] += 1;
+        }
+    })
+    .await
+    .expect("a record waited for a long-poll to run out");
+    for r in receivers {
+        r.abort();
+    }
+    assert_eq!(offsets, (0..200).collect::<BTreeSet<u64>>());
+    assert!(per_receiver.iter().all(|&n| n > 0), "{per_receiver:?}");
+}
+
+/// A receiver waiting for its turn still returns at its own deadline, and the receiver watching gets
+/// what is published; a watcher that is dropped gives the turn up.
+#[tokio::test]
+async fn a_receiver_waiting_for_its_turn_keeps_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(dir.path(), 1, 0).await;
+    broker
+        .create_queue("w", "jobs", QueueConfig::default())
+        .await
+        .unwrap();
+    let mut watching = Box::pin(broker.receive("w", "jobs", long_poll(10, Duration::from_secs(60))));
+    // One poll: it finds nothing, takes the turn and waits on the topic.
+    assert!(tokio::time::timeout(Duration::ZERO, &mut watching).await.is_err());
+    let short = tokio::time::timeout(
+        Duration::from_secs(20),
+        broker.receive("w", "jobs", long_poll(10, Duration::from_millis(50))),
+    )
+    .await
+    .expect("a receiver waiting for the turn outlived its max_wait");
+    assert!(short.unwrap().is_empty());
+
+    broker.publish("jobs", vec![value("a")]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), &mut watching)
+        .await
+        .expect("the watching receiver was not woken")
+        .unwrap();
+    assert_eq!(got.len(), 1);
+
+    // Dropped while it watches: the next receiver takes the turn and is woken by the next record.
+    let mut dropped = Box::pin(broker.receive("w", "jobs", long_poll(10, Duration::from_secs(60))));
+    assert!(tokio::time::timeout(Duration::ZERO, &mut dropped).await.is_err());
+    drop(dropped);
+    let mut next = Box::pin(broker.receive("w", "jobs", long_poll(10, Duration::from_secs(60))));
+    assert!(tokio::time::timeout(Duration::ZERO, &mut next).await.is_err());
+    broker.publish("jobs", vec![value("b")]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), &mut next)
+        .await
+        .expect("the turn of a dropped receiver was never given up")
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].record.value, Bytes::from("b"));
+}
