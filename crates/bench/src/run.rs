@@ -417,6 +417,18 @@ async fn limited<T>(
         .map_err(|_| anyhow::anyhow!("{what} took more than {limit:?}"))?
 }
 
+/// Writes the machine's dirty pages back (`sync`) before a measured phase, so that no system pays for
+/// the writeback of what the one before it wrote: a saturating run leaves up to gigabytes in the page
+/// cache, and their writeback competes for the two CPUs and the disk with whatever runs next (the
+/// fixed-rate phase after ferry's saturating publish+consume, not after JetStream's slower one). Best
+/// effort: without `sync` on the PATH the phase starts anyway.
+async fn settle() {
+    match tokio::process::Command::new("sync").status().await {
+        Ok(status) if status.success() => {}
+        other => tracing::debug!(?other, "sync before a phase failed"),
+    }
+}
+
 /// Runs the `kinds` asked for, in this order: publish only, then consume only of what it stored (a
 /// consume runs the publish that fills its topic, measured or not), then both at once, then (with
 /// `shape.rate`) both at once at that fixed rate, each on a fresh destination removed afterwards;
@@ -435,12 +447,14 @@ pub async fn round(
     if kinds.contains(&Kind::Publish) || kinds.contains(&Kind::Consume) {
         // Publish only, then consume what it stored.
         peer.prepare(name).await?;
+        settle().await;
         let before = usage(peer.server_pid());
         let (published, took) = limited("publishing", limit, publish(peer, name, shape, None)).await?;
         if kinds.contains(&Kind::Publish) {
             all.push(measured(peer, Kind::Publish, shape, &published, took, before));
         }
         if kinds.contains(&Kind::Consume) {
+            settle().await;
             let before = usage(peer.server_pid());
             let expected = Arc::new(AtomicU64::new(published.count));
             let producing = Arc::new(AtomicBool::new(false));
@@ -478,6 +492,7 @@ pub async fn round(
 async fn both(peer: &Arc<dyn Peer>, name: &str, shape: Shape, rate: Option<u64>) -> anyhow::Result<Measured> {
     let limit = shape.duration * 4 + Duration::from_secs(60);
     peer.prepare(name).await?;
+    settle().await;
     let before = usage(peer.server_pid());
     let expected = Arc::new(AtomicU64::new(u64::MAX));
     let producing = Arc::new(AtomicBool::new(true));

@@ -263,13 +263,17 @@ impl Broker {
                 return Ok(leased);
             }
             if my_turn.is_none() {
-                // Records may come while this one waits for its turn: it looks again once it has it.
                 tokio::select! {
                     got = turn.clone().lock_owned() => my_turn = Some(got),
                     () = tokio::time::sleep_until(deadline) => {}
                     () = gone.as_mut() => return Ok(Vec::new()),
                 }
-                continue;
+                if my_turn.is_none() {
+                    // Its deadline: one last look.
+                    continue;
+                }
+                // With the turn it waits on `notified`, enabled before the pass: a commit since then
+                // (while it waited for the turn) has woken it already, and it looks again at once.
             }
             let wake = next_wake.map_or(deadline, |w| w.min(deadline));
             tokio::select! {
