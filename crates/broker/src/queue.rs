@@ -237,8 +237,9 @@ impl Broker {
         let lock_ = self.group_lock(&format!("queue:{group}"), &t.name);
         // One waiting receiver per group at a time watches the topic (it holds the group's turn); the
         // others wait for the turn, in order. A commit then wakes one receiver of the group, not all of
-        // them to find one record between them; the one woken passes the turn on as it returns, and the
-        // next one looks again at once (for what the first left) before it waits.
+        // them to find one record between them; the one woken passes the turn on as it returns. The next
+        // one looks again at once if anything was committed or given back since its last look (what the
+        // first left), else it waits.
         let turn = self.group_lock(&format!("queue-turn:{group}"), &t.name);
         let mut my_turn = None;
         let deadline = Instant::now() + options.max_wait;
