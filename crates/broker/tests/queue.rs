@@ -421,17 +421,23 @@ fn long_poll(max_records: usize, max_wait: Duration) -> ReceiveOptions {
     }
 }
 
+/// A broker with an empty one-partition topic `jobs` and its queue group `w`.
+async fn empty_queue(dir: &std::path::Path) -> Broker {
+    let broker = broker_with(dir, 1, 0).await;
+    broker
+        .create_queue("w", "jobs", QueueConfig::default())
+        .await
+        .unwrap();
+    broker
+}
+
 /// Long-polling receivers of one group take turns watching the topic: records published one at a
 /// time, each only after the one before was received, all reach a receiver at once (none waits for a
 /// long-poll to run out: that would be a lost wake-up), once each, and every receiver gets its share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_polling_receivers_share_single_records_without_waiting_out_their_polls() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker_with(dir.path(), 1, 0).await;
-    broker
-        .create_queue("w", "jobs", QueueConfig::default())
-        .await
-        .unwrap();
+    let broker = empty_queue(dir.path()).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let receivers: Vec<_> = (0..4)
         .map(|who| {
@@ -480,11 +486,7 @@ async fn long_polling_receivers_share_single_records_without_waiting_out_their_p
 #[tokio::test]
 async fn a_receiver_waiting_for_its_turn_keeps_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker_with(dir.path(), 1, 0).await;
-    broker
-        .create_queue("w", "jobs", QueueConfig::default())
-        .await
-        .unwrap();
+    let broker = empty_queue(dir.path()).await;
     let mut watching = Box::pin(broker.receive("w", "jobs", long_poll(10, Duration::from_secs(60))));
     // One poll: it finds nothing, takes the turn and waits on the topic.
     assert!(tokio::time::timeout(Duration::ZERO, &mut watching).await.is_err());
